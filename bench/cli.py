@@ -1,0 +1,226 @@
+"""Command line: ``python -m bench {list,run} ...`` (``--help`` on every command).
+
+Exit codes: 0 every run finished or diverged (a divergence is a result), 1 some run failed,
+2 bad input (one line on stderr naming the field and the valid choices; nothing written),
+130 interrupted (finished runs are kept; the same command resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections import Counter
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench import executors, params as P, suites
+from bench.errors import InputError
+from bench.registry import load_problems, load_solvers, solver_aliases
+from bench.spec import Budget
+from bench.store import Store
+from bench.profiling import cpu_count
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage otherwise)
+        err.print(f"error: {self.prog}: {message} (see --help)", markup=False)
+        sys.exit(2)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    """'0,1,2' or '0-4' (inclusive range)."""
+    seeds: list[int] = []
+    for part in _csv(text):
+        lo, sep, hi = part.partition("-")
+        try:
+            seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(part)])
+        except ValueError:
+            raise InputError(f"--seeds: {part!r} is not an integer or a range like 0-4") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise InputError(f"--seeds: need at least one seed, all >= 0; got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds: duplicate seeds in {text!r}")
+    return seeds
+
+
+def _first_line(obj) -> str:
+    doc = inspect.getdoc(obj) or inspect.getdoc(sys.modules.get(obj.__module__)) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _params_text(cls) -> str:
+    return ", ".join(f"{name}={default!r}" for name, _, default, _ in P.describe(cls))
+
+
+def cmd_list(args) -> int:
+    what = args.what
+    if what in ("solvers", "all"):
+        aliases: dict[str, list[str]] = {}
+        for alias, name in solver_aliases().items():
+            aliases.setdefault(name, []).append(alias)
+        t = Table(title="solvers", show_lines=True)
+        for col in ("name", "kind", "description", "hyperparameters (defaults)"):
+            t.add_column(col, overflow="fold")
+        for name, cls in load_solvers().items():
+            kind = ("stochastic" if cls.stochastic else "deterministic") + (
+                ", 2nd-order" if getattr(cls, "needs_second_order", False) else ", 1st-order")
+            label = name + (f" (alias: {', '.join(aliases[name])})" if name in aliases else "")
+            t.add_row(label, kind, _first_line(cls), _params_text(cls.HP))
+        out.print(t)
+    if what in ("problems", "all"):
+        t = Table(title="problems", show_lines=True)
+        for col in ("name", "description", "parameters (defaults)"):
+            t.add_column(col, overflow="fold")
+        for name, cls in load_problems().items():
+            t.add_row(name, cls.description or _first_line(cls), _params_text(cls.Params))
+        out.print(t)
+    if what in ("suites", "all"):
+        t = Table(title="suites")
+        for col in ("name", "runs", "description"):
+            t.add_column(col, overflow="fold")
+        for name in suites.available():
+            try:
+                s = suites.load(name)
+                t.add_row(name, str(len(s.specs)), s.description)
+            except InputError as exc:
+                t.add_row(name, "invalid", str(exc))
+        out.print(t)
+    return 0
+
+
+def cmd_run(args) -> int:
+    # ---- validate everything before anything is written
+    if args.jobs < 1:
+        raise InputError(f"--jobs: must be >= 1, got {args.jobs}")
+    if args.threads < 1:
+        raise InputError(f"--threads: must be >= 1, got {args.threads}")
+    if args.warmup < 0:
+        raise InputError(f"--warmup: must be >= 0, got {args.warmup}")
+    budget = Budget.parse(args.budget) if args.budget else None
+    suite = suites.load(args.suite, seeds=_seeds(args.seeds) if args.seeds else None,
+                        budget=budget, device=args.device,
+                        solvers=_canonical(_csv(",".join(args.solver))) if args.solver else None,
+                        problems=_csv(",".join(args.problem)) if args.problem else None)
+    store = Store(args.results_dir)
+    store.check_writable()
+    stored = {s.run_id for s in suite.specs if store.has_result(s.run_id)}
+    todo = [s for s in suite.specs if args.force or s.run_id not in stored]
+    err.print(f"suite [bold]{suite.name}[/]: {len(suite.specs)} runs, {len(suite.specs) - len(todo)} "
+              f"already stored, {len(todo)} to run ({args.executor}, jobs={args.jobs}) "
+              f"-> {store.raw}")
+    if args.dry_run:
+        for s in suite.specs:
+            mark = "run " if s in todo else "skip"
+            out.print(f"{mark} {s.run_id} {s.problem_label}/{s.solver_label}/seed{s.seed} "
+                      f"budget={_budget_text(s.budget)}", markup=False)
+        return 0
+    store.clean_temporary()
+
+    outcomes: list[executors.Outcome] = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=err,
+                      transient=False, disable=args.quiet) as bar:
+            task = bar.add_task(suite.name, total=len(todo), last="")
+
+            def on_done(o: executors.Outcome) -> None:
+                outcomes.append(o)
+                bar.update(task, advance=1, last=f"{o.status:8s} {o.label}")
+
+            executors.run(todo, store, executor=args.executor, jobs=args.jobs,
+                          warmup=args.warmup, threads=args.threads, on_done=on_done)
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted: {len(outcomes)} run(s) of this invocation are stored in "
+                  f"{store.raw}; run the same command again to resume (stored runs are skipped).")
+        return 130
+    return _summary(suite.name, outcomes, len(suite.specs) - len(todo))
+
+
+def _canonical(names: list[str]) -> list[str]:
+    aliases = solver_aliases()
+    return [aliases.get(n, n) for n in names]
+
+
+def _budget_text(b: Budget) -> str:
+    parts = [f"{k}={getattr(b, k)}" for k in ("iters", "seconds", "calls", "samples")
+             if getattr(b, k) is not None]
+    if b.target_metric:
+        parts.append(f"target={b.target_metric}<={b.target_value:g}")
+    return ",".join(parts)
+
+
+def _summary(name: str, outcomes: list, skipped: int) -> int:
+    counts = Counter(o.status for o in outcomes)
+    text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
+    err.print(f"suite {name}: {text}; {skipped} already stored")
+    bad = [o for o in outcomes if o.status in ("failed", "diverged")]
+    for o in bad:
+        err.print(f"  {o.status:8s} {o.label} ({o.run_id}): {o.reason}", markup=False)
+    return 1 if counts.get("failed") else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m bench",
+                     description="Benchmark harness for bilevel optimizers: run suites of solvers "
+                                 "on problems with counted oracles, budgets and stored traces.",
+                     epilog="Exit codes: 0 ok (finished or diverged), 1 a run failed, "
+                            "2 bad input, 130 interrupted.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="{list,run}")
+
+    p = sub.add_parser("list", help="list solvers, problems or suites with their defaults",
+                       description="List registered solvers (with hyperparameters and defaults), "
+                                   "problems (with parameters) or suites.")
+    p.add_argument("what", nargs="?", default="all", choices=("solvers", "problems", "suites", "all"),
+                   help="what to list (default: all)")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run a suite; stored runs are skipped",
+                       description="Run every spec of a suite (problem configs x solver configs x "
+                                   "seeds) to its budget and store one table per run. Runs whose "
+                                   "result is stored are skipped (resume for free); --force reruns.")
+    p.add_argument("--suite", required=True,
+                   help=f"suite name ({', '.join(suites.available())}) or path to a .toml file")
+    p.add_argument("--solver", action="append", metavar="NAME[,NAME]",
+                   help="only these solvers (name, alias or suite label); repeatable")
+    p.add_argument("--problem", action="append", metavar="NAME[,NAME]",
+                   help="only these problems (name or suite label); repeatable")
+    p.add_argument("--seeds", metavar="LIST", help="seeds to run instead of the suite's: '0,1,2' or '0-4'")
+    p.add_argument("--budget", metavar="SPEC",
+                   help="budget for every run instead of the suite's, e.g. 'iters=1000', "
+                        "'seconds=10,calls=1e5', 'samples=1e6', 'iters=1e4,target=grad_norm_sq<=1e-8'")
+    p.add_argument("--results-dir", default="results",
+                   help="results folder; raw runs go to <dir>/raw (default: results)")
+    p.add_argument("--executor", default="process", choices=executors.EXECUTORS,
+                   help="process: worker processes isolating crashes (default); serial: in this process")
+    p.add_argument("--jobs", type=int, default=max(1, min(cpu_count(), 4)),
+                   help="parallel worker processes (default: number of cores, at most 4)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads per run (default 1: reproducible whatever --jobs)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed warm-up steps on a throwaway copy before each run (default 2)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--force", action="store_true", help="rerun specs whose result is stored")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit without running")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return 2

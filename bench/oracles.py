@@ -1,0 +1,179 @@
+"""Counted oracles: the only way a solver touches a problem.
+
+Every call is counted by kind (the method's name) and by samples touched, so that any solver
+can be put on an oracle-call or sample axis without per-solver cost tables. A call on B stacked
+points (x, y with a leading batch dimension) counts B calls and B * batch samples.
+
+Kinds: grad_g, grad_f, hvp, cross, hvp_cross, g, f.
+
+Default implementations derive everything from ``problem.g`` / ``problem.f`` with torch.func;
+a problem may provide any of them analytically (same name, same signature) and the counting
+is identical.
+
+Minibatches come from ``sample_inner`` / ``sample_outer``: contiguous blocks of the sample
+order, visited in a random order per epoch (sampling without replacement at block level, the
+offset of the block grid redrawn every epoch). Blocks are views, not gathers, which is what
+makes small minibatch steps cheap. Problems with real data shuffle their samples once, from the
+instance seed, so that a block is a random subset. A batch at least as large as the data set
+returns ``None`` (full data).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch.func import grad, jvp, vjp, vmap
+
+from problems.base import Index, batch_size_of
+
+KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross", "g", "f")
+
+
+class BlockSampler:
+    """Random contiguous blocks of [0, n), without replacement within an epoch."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.gen = n, generator
+        self.b, self.starts, self.pos = 0, [], 0
+
+    def __call__(self, batch_size: int) -> Index:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if batch_size >= self.n:
+            return None
+        if batch_size != self.b or self.pos >= len(self.starts):
+            self.b, self.pos = batch_size, 0
+            n_blocks = self.n // batch_size
+            shift = int(torch.randint(0, self.n - n_blocks * batch_size + 1, (1,),
+                                      generator=self.gen))
+            order = torch.randperm(n_blocks, generator=self.gen).tolist()
+            self.starts = [shift + k * batch_size for k in order]
+        s = self.starts[self.pos]
+        self.pos += 1
+        return slice(s, s + batch_size)
+
+
+def _points(x: torch.Tensor) -> int:
+    return x.shape[0] if x.dim() == 2 else 1
+
+
+def _over_points(fn, *args):
+    """Apply a per-point function to 1-D args, or vmap it over a leading batch dimension."""
+    return vmap(fn)(*args) if args[0].dim() == 2 else fn(*args)
+
+
+class Oracles:
+    """Counted first- and second-order oracles of one problem, for one run."""
+
+    def __init__(self, problem, generator: torch.Generator):
+        self.problem = problem
+        self.dim_x, self.dim_y = problem.dim_x, problem.dim_y
+        self.n_inner, self.n_outer = problem.n_inner, problem.n_outer
+        self.calls = dict.fromkeys(KINDS, 0)
+        self.samples = dict.fromkeys(KINDS, 0)
+        self._inner = BlockSampler(problem.n_inner, generator)
+        self._outer = BlockSampler(problem.n_outer, generator)
+        # analytic override if the problem has one, torch.func otherwise
+        for kind in ("grad_g", "grad_f", "hvp", "cross", "hvp_cross"):
+            impl = getattr(problem, kind, None)
+            setattr(self, "_" + kind, impl if callable(impl) else getattr(self, "_auto_" + kind))
+
+    # ------------------------------------------------------------------ sampling
+    def sample_inner(self, batch_size: int) -> Index:
+        return self._inner(batch_size)
+
+    def sample_outer(self, batch_size: int) -> Index:
+        return self._outer(batch_size)
+
+    # ------------------------------------------------------------------ counting
+    def _count(self, kind: str, x: torch.Tensor, idx: Index, n: int) -> None:
+        k = _points(x)
+        self.calls[kind] += k
+        self.samples[kind] += k * batch_size_of(idx, n)
+
+    def counts(self) -> dict[str, int]:
+        """Flat counters: calls_<kind>, samples_<kind>, calls_total, samples_total."""
+        out = {f"calls_{k}": v for k, v in self.calls.items()}
+        out.update({f"samples_{k}": v for k, v in self.samples.items()})
+        out["calls_total"] = sum(self.calls.values())
+        out["samples_total"] = sum(self.samples.values())
+        return out
+
+    # ------------------------------------------------------------------- oracles
+    def g(self, x, y, idx: Index = None):
+        self._count("g", x, idx, self.n_inner)
+        return self.problem.g(x, y, idx)
+
+    def f(self, x, y, idx: Index = None):
+        self._count("f", x, idx, self.n_outer)
+        return self.problem.f(x, y, idx)
+
+    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+        """grad_y g (wrt="y"), grad_x g (wrt="x") or the pair (grad_x g, grad_y g) (wrt="xy")."""
+        if wrt not in ("x", "y", "xy"):
+            raise ValueError(f"wrt must be 'x', 'y' or 'xy', got {wrt!r}")
+        self._count("grad_g", x, idx, self.n_inner)
+        return self._grad_g(x, y, idx, wrt)
+
+    def grad_f(self, x, y, idx: Index = None):
+        """(grad_x f, grad_y f)."""
+        self._count("grad_f", x, idx, self.n_outer)
+        return self._grad_f(x, y, idx)
+
+    def hvp(self, x, y, v, idx: Index = None):
+        """d2g/dy2 @ v (in R^dim_y)."""
+        self._count("hvp", x, idx, self.n_inner)
+        return self._hvp(x, y, v, idx)
+
+    def cross(self, x, y, v, idx: Index = None):
+        """d2g/dxdy @ v (in R^dim_x), v in R^dim_y."""
+        self._count("cross", x, idx, self.n_inner)
+        return self._cross(x, y, v, idx)
+
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        """(d2g/dy2 @ v, d2g/dxdy @ v) from one vector-Jacobian product."""
+        self._count("hvp_cross", x, idx, self.n_inner)
+        return self._hvp_cross(x, y, v, idx)
+
+    # --------------------------------------------------- torch.func default oracles
+    def _auto_grad_g(self, x, y, idx, wrt):
+        argnums = {"x": 0, "y": 1, "xy": (0, 1)}[wrt]
+        return _over_points(grad(lambda a, b: self.problem.g(a, b, idx), argnums=argnums), x, y)
+
+    def _auto_grad_f(self, x, y, idx):
+        return _over_points(grad(lambda a, b: self.problem.f(a, b, idx), argnums=(0, 1)), x, y)
+
+    def _grad_y_g(self, idx):
+        return grad(lambda a, b: self.problem.g(a, b, idx), argnums=1)
+
+    def _auto_hvp(self, x, y, v, idx):
+        gy = self._grad_y_g(idx)
+        return _over_points(lambda a, b, w: jvp(lambda b_: gy(a, b_), (b,), (w,))[1], x, y, v)
+
+    def _auto_cross(self, x, y, v, idx):
+        gx = grad(lambda a, b: self.problem.g(a, b, idx), argnums=0)
+        return _over_points(lambda a, b, w: jvp(lambda b_: gx(a, b_), (b,), (w,))[1], x, y, v)
+
+    def _auto_hvp_cross(self, x, y, v, idx):
+        gy = self._grad_y_g(idx)
+
+        def one(a, b, w):
+            _, pullback = vjp(gy, a, b)
+            jv, hv = pullback(w)
+            return hv, jv
+        return _over_points(one, x, y, v)
+
+
+def make_generators(seed: int, device: Optional[torch.device] = None) -> dict[str, torch.Generator]:
+    """Independent generators derived from the run seed.
+
+    ``sampling`` (always on the CPU: indices are Python ints) drives the minibatch samplers;
+    ``solver`` (on the run's device) is the one handed to ``Solver.init``.
+    """
+    out = {}
+    for offset, name in enumerate(("sampling", "solver")):
+        dev = torch.device("cpu") if name == "sampling" else torch.device(device or "cpu")
+        gen = torch.Generator(device=dev)
+        gen.manual_seed((int(seed) * 1_000_003 + 7919 * (offset + 1)) % (2 ** 63))
+        out[name] = gen
+    return out

@@ -1,0 +1,219 @@
+"""Suites: declarative TOML grids of problem configs x solver configs x seeds x budget.
+
+A suite is a name of a file in ``bench/suites/`` or a path to a ``.toml`` file::
+
+    description = "what the suite is for"
+    seeds = [0, 1, 2]                 # default seeds of every run
+    budget = { iters = 1000 }         # default budget (iters, seconds, calls, samples, target)
+    include = ["quadratic"]           # optional: other suites whose runs are added
+    all_solvers = false               # true: every registered solver not listed below runs too,
+                                      # with its default hyperparameters
+    notes = "how the hyperparameters were tuned"
+
+    [[problems]]
+    label = "quad-small"              # unique id in the suite (default: name)
+    name = "quadratic"                # registered problem
+    params = { dim_x = 10, dim_y = 10 }
+    budget = { iters = 200 }          # optional override for this problem
+    dtype = "float64"                 # optional, else the problem's default
+
+    [[solvers]]
+    name = "soba"                     # registered solver (or alias)
+    label = "soba"                    # unique id in the suite (default: name)
+    params = { batch_size = 16 }      # hyperparameters on every problem
+    problems = ["quad-small"]         # optional: only these problem labels
+    [solvers.tuned.quad-small]        # optional: per-problem hyperparameters (over params)
+    outer_lr = 0.05
+
+Files are parsed as data (tomllib), validated completely before anything runs, and every
+problem is a one-line ``InputError`` naming the field.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.errors import InputError
+from bench.registry import load_solvers, suggest
+from bench.spec import Budget, RunSpec, make_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+TOP_KEYS = ("description", "seeds", "budget", "include", "all_solvers", "notes", "problems", "solvers")
+PROBLEM_KEYS = ("label", "name", "params", "budget", "dtype")
+SOLVER_KEYS = ("label", "name", "params", "problems", "tuned")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def _path(name: str) -> tuple[str, Path]:
+    if name.endswith(".toml") or "/" in name or "\\" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise InputError(f"--suite: file {name} does not exist")
+        return path.stem, path
+    if name not in available():
+        raise InputError(f"--suite: unknown suite {name!r}{suggest(name, available())}; "
+                         f"valid: {', '.join(available())} or a path to a .toml file")
+    return name, SUITES_DIR / f"{name}.toml"
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str = ""
+    notes: str = ""
+    specs: list[RunSpec] = field(default_factory=list)
+
+
+def _table(v: Any, where: str) -> dict:
+    if not isinstance(v, dict):
+        raise InputError(f"{where}: expected a table, got {type(v).__name__}")
+    return v
+
+
+def _keys(d: dict, allowed: tuple, where: str) -> None:
+    for key in d:
+        if key not in allowed:
+            raise InputError(f"{where}.{key}: unknown field{suggest(key, allowed)}; "
+                             f"valid: {', '.join(allowed)}")
+
+
+def _str(v: Any, where: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise InputError(f"{where}: expected a non-empty string, got {v!r}")
+    if "/" in v or "\\" in v or v.startswith("."):
+        raise InputError(f"{where}: {v!r} may not contain path separators or start with '.'")
+    return v
+
+
+def _seeds(v: Any, where: str) -> list[int]:
+    if not isinstance(v, list) or not v:
+        raise InputError(f"{where}: expected a non-empty list of integers >= 0, got {v!r}")
+    for s in v:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise InputError(f"{where}: seeds must be integers >= 0, got {s!r}")
+    if len(set(v)) != len(v):
+        raise InputError(f"{where}: duplicate seeds in {v!r}")
+    return list(v)
+
+
+def read(name: str) -> dict:
+    """Parse a suite file into a dict (TOML as data only)."""
+    _, path = _path(name)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"suite {name}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"suite {name}: cannot read {path}: {exc.strerror}") from None
+
+
+def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budget] = None,
+         device: str = "cpu", solvers: Optional[list[str]] = None,
+         problems: Optional[list[str]] = None, _stack: tuple = ()) -> Suite:
+    """Expand a suite into validated run specs (deduplicated by run id)."""
+    sname, _ = _path(name)
+    if sname in _stack:
+        raise InputError(f"suite {sname}: include cycle {' -> '.join(_stack + (sname,))}")
+    doc = read(name)
+    _keys(doc, TOP_KEYS, f"suite {sname}")
+    where = f"suite {sname}"
+    suite = Suite(sname, str(doc.get("description", "")), str(doc.get("notes", "")))
+    base_seeds = seeds or _seeds(doc.get("seeds", [0]), f"{where}.seeds")
+    base_budget = doc.get("budget")
+
+    specs: list[RunSpec] = []
+    include = doc.get("include", [])
+    if not isinstance(include, list):
+        raise InputError(f"{where}.include: expected a list of suite names, got {include!r}")
+    for inc in include:
+        sub = load(_str(inc, f"{where}.include"), seeds=seeds, budget=budget, device=device,
+                   _stack=_stack + (sname,))
+        specs.extend(sub.specs)
+
+    plist = doc.get("problems", [])
+    slist = doc.get("solvers", [])
+    if not isinstance(plist, list) or not isinstance(slist, list):
+        raise InputError(f"{where}: 'problems' and 'solvers' must be arrays of tables ([[problems]])")
+    plabels: dict[str, dict] = {}
+    for i, p in enumerate(plist):
+        w = f"{where}.problems[{i}]"
+        _keys(_table(p, w), PROBLEM_KEYS, w)
+        if "name" not in p:
+            raise InputError(f"{w}.name: missing problem name")
+        label = _str(p.get("label", p.get("name")), f"{w}.label")
+        if label in plabels:
+            raise InputError(f"{w}.label: duplicate problem label {label!r}")
+        plabels[label] = p
+
+    sentries: list[dict] = []
+    slabels: set[str] = set()
+    for i, s in enumerate(slist):
+        w = f"{where}.solvers[{i}]"
+        _keys(_table(s, w), SOLVER_KEYS, w)
+        if "name" not in s:
+            raise InputError(f"{w}.name: missing solver name")
+        label = _str(s.get("label", s.get("name")), f"{w}.label")
+        if label in slabels:
+            raise InputError(f"{w}.label: duplicate solver label {label!r}")
+        slabels.add(label)
+        for key in s.get("problems", []) if isinstance(s.get("problems", []), list) else [None]:
+            if key not in plabels:
+                raise InputError(f"{w}.problems: {key!r} is not a problem label; valid: {', '.join(plabels)}")
+        for key in _table(s.get("tuned", {}), f"{w}.tuned"):
+            if key not in plabels:
+                raise InputError(f"{w}.tuned.{key}: not a problem label; valid: {', '.join(plabels)}")
+        sentries.append({**s, "label": label})
+    if doc.get("all_solvers", False) is True:
+        listed = {s["name"] for s in sentries}
+        sentries += [{"name": n, "label": n} for n in load_solvers() if n not in listed]
+
+    for plabel, p in plabels.items():
+        for s in sentries:
+            if "problems" in s and plabel not in s["problems"]:
+                continue
+            hp = dict(_table(s.get("params", {}), f"{where}.solvers.{s['label']}.params"))
+            hp.update(_table(s.get("tuned", {}).get(plabel, {}), f"{where}.solvers.{s['label']}.tuned"))
+            run_budget = budget or Budget.from_dict(
+                p.get("budget", base_budget) or {}, f"{where}.problems.{plabel}.budget")
+            for seed in base_seeds:
+                specs.append(make_spec(
+                    p["name"], s["name"], problem_params=_table(p.get("params", {}), f"{where}.problems.{plabel}.params"),
+                    solver_params=hp, seed=seed, budget=run_budget, device=device,
+                    dtype=p.get("dtype"), suite=sname, problem_label=plabel, solver_label=s["label"],
+                    where=f"{where}.{plabel}/{s['label']}"))
+
+    suite.specs = _filter(_dedup(specs), solvers, problems, sname)
+    return suite
+
+
+def _dedup(specs: list[RunSpec]) -> list[RunSpec]:
+    seen, out = set(), []
+    for s in specs:
+        if s.run_id not in seen:
+            seen.add(s.run_id)
+            out.append(s)
+    return out
+
+
+def _filter(specs, solvers, problems, sname) -> list[RunSpec]:
+    for opt, values, keys in (("--solver", solvers, ("solver", "solver_label")),
+                              ("--problem", problems, ("problem", "problem_label"))):
+        if not values:
+            continue
+        have = sorted({getattr(s, k) for s in specs for k in keys})
+        for v in values:
+            if v not in have:
+                raise InputError(f"{opt}: {v!r} is not in suite {sname}{suggest(v, have)}; valid: {', '.join(have)}")
+        specs = [s for s in specs if any(getattr(s, k) in values for k in keys)]
+    return specs
