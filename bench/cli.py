@@ -29,7 +29,7 @@ out = Console(highlight=False)
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage otherwise)
-        err.print(f"error: {self.prog}: {message} (see --help)", markup=False)
+        err.print(f"error: {self.prog}: {message} (see --help)", markup=False, soft_wrap=True)
         sys.exit(2)
 
 
