@@ -71,8 +71,12 @@ class Oracles:
         self.n_inner, self.n_outer = problem.n_inner, problem.n_outer
         self.calls = dict.fromkeys(KINDS, 0)
         self.samples = dict.fromkeys(KINDS, 0)
+        # two independent streams, so that the order of inner/outer sampling calls in a solver
+        # does not couple the two sequences of batches
+        outer_gen = torch.Generator(device=generator.device)
+        outer_gen.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
         self._inner = BlockSampler(problem.n_inner, generator)
-        self._outer = BlockSampler(problem.n_outer, generator)
+        self._outer = BlockSampler(problem.n_outer, outer_gen)
         # analytic override if the problem has one, torch.func otherwise
         for kind in ("grad_g", "grad_f", "hvp", "cross", "hvp_cross"):
             impl = getattr(problem, kind, None)

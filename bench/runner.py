@@ -120,9 +120,21 @@ def build(spec: RunSpec):
 
 def execute(spec: RunSpec, *, warmup: int = 2, threads: Optional[int] = 1,
             on_checkpoint: Optional[Callable[[dict], None]] = None) -> RunResult:
-    """Run one spec to its budget. Never raises for a run-time error: returns status 'failed'."""
+    """Run one spec to its budget. Never raises for a run-time error: returns status 'failed'.
+
+    ``threads`` fixes torch's intra-op threads for the run (restored afterwards); None keeps
+    the current setting.
+    """
+    previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _execute(spec, warmup, on_checkpoint)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _execute(spec: RunSpec, warmup: int, on_checkpoint) -> RunResult:
     probe = Probe(spec.device)
     meta: dict[str, Any] = {"spec": spec.to_dict(), "run_id": spec.run_id, "started": _now(),
                             "versions": versions(), "git_commit": git_commit(),

@@ -1,0 +1,156 @@
+"""Shared math of the solver adapters: schedules, inner loops, linear solves, ES Jacobians, Adam.
+
+Plain functions with no state of their own. Every oracle call goes through the counted
+``bench.oracles.Oracles`` (or a ``matvec`` closure over it), so the cost of each helper is the
+oracle calls it documents, and the harness counts them without per-solver tables.
+
+Conventions: vectors are flat 1-D tensors; helpers marked "stacked" also accept a leading
+batch dimension (B points at once), which the oracles count as B calls. No helper modifies
+its inputs in place, and none builds an autograd graph.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+MatVec = Callable[[Tensor], Tensor]
+
+
+# ------------------------------------------------------------------------------- schedules
+def poly_decay(lr0: float, power: float, k: int) -> float:
+    """Step size lr0 / (k + 1)^power at iteration k = 0, 1, ... (power = 0: constant). No oracle."""
+    return lr0 / (k + 1) ** power
+
+
+# ------------------------------------------------------------------------------ directions
+def gaussian_directions(n: int, like: Tensor, generator: torch.Generator) -> Tensor:
+    """n i.i.d. N(0, I) directions shaped (n, *like.shape), on like's device and dtype. No oracle.
+
+    Gaussian, not unit-norm: E[u u^T] = I, which makes u <delta, w> an unbiased estimate of
+    J^T w (unit vectors have E[u u^T] = I / p and under-scale it by the dimension p).
+    """
+    return torch.randn((n, *like.shape), generator=generator, device=like.device,
+                       dtype=like.dtype)
+
+
+# ------------------------------------------------------------------------------ inner loop
+def inner_gd(oracles, x: Tensor, y: Tensor, steps: int, lr: float,
+             batch_size: Optional[int] = None) -> Tensor:
+    """``steps`` gradient steps y <- y - lr * grad_y g(x, y; B_t); returns the last y. Stacked.
+
+    ``batch_size=None``: full-batch GD (idx = None). Otherwise SGD with a fresh inner minibatch
+    B_t per step, shared by all stacked points of that step (the ESJ-S rule: paths compared
+    with each other must see the same samples).
+    Cost: ``steps`` grad_g calls per point (``steps * B`` for B stacked points).
+    """
+    for _ in range(steps):
+        idx = None if batch_size is None else oracles.sample_inner(batch_size)
+        y = y - lr * oracles.grad_g(x, y, idx)
+    return y
+
+
+# --------------------------------------------------------------------------- linear solves
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum(-1, keepdim=True)
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    # 0 where den == 0 (converged residual or zero direction): later steps become no-ops
+    # instead of NaN, with no host sync and a fixed oracle cost.
+    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)),
+                       torch.zeros_like(num))
+
+
+def conjugate_gradient(matvec: MatVec, b: Tensor, v0: Optional[Tensor] = None,
+                       steps: int = 10) -> Tensor:
+    """Approximate solution of H v = b (H SPD, given by ``matvec``) by conjugate gradient. Stacked.
+
+    ``steps`` is the matvec budget, spent exactly, so that oracle counts do not depend on the
+    data: with a warm start ``v0`` the first matvec forms the residual b - H v0 and ``steps - 1``
+    CG iterations follow (so a warm start needs steps >= 2 to move); with ``v0=None`` (start 0,
+    residual b for free) all ``steps`` are CG iterations, exact after dim steps in exact
+    arithmetic. A converged residual turns the remaining iterations into no-ops (no NaN).
+    Cost: ``steps`` calls of ``matvec`` (hvp oracles when matvec = w -> hvp(x, y, w)).
+    """
+    if v0 is None:
+        v, r, budget = torch.zeros_like(b), b, steps
+    else:
+        v, r, budget = v0, b - matvec(v0), steps - 1
+    p, rr = r, _dot(r, r)
+    for _ in range(budget):
+        hp = matvec(p)
+        alpha = _safe_div(rr, _dot(p, hp))
+        v, r = v + alpha * p, r - alpha * hp
+        rr_new = _dot(r, r)
+        p, rr = r + _safe_div(rr_new, rr) * p, rr_new
+    return v
+
+
+def neumann(matvec: MatVec, b: Tensor, steps: int, lr: float) -> Tensor:
+    """Truncated Neumann series v = lr * sum_{q=0}^{steps-1} (I - lr H)^q b  (~ H^{-1} b). Stacked.
+
+    Converges to H^{-1} b as steps grows when 0 < lr < 2 / lambda_max(H). A stochastic matvec
+    (a fresh minibatch per call) gives the product-of-independent-batches estimator of stocBiO.
+    Cost: ``steps - 1`` calls of ``matvec`` (the q = 0 term is b itself).
+    """
+    term, total = b, b
+    for _ in range(steps - 1):
+        term = term - lr * matvec(term)
+        total = total + term
+    return lr * total
+
+
+# ---------------------------------------------------------------------- ES Jacobian (ESJ)
+def es_jacobian(oracles, x: Tensor, y0: Tensor, u: Tensor, mu: float, steps: int, lr: float,
+                batch_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Main and perturbed N-step inner GD paths, run together; returns (y^N, delta).
+
+    Paths: y^t from x and y_j^t from x + mu u_j (j = 1..Q, u of shape (Q, p)), all from the same
+    start y0 (treated as a constant), stacked into one (Q + 1, .) tensor so that each inner step
+    is ONE batched grad_g call (same minibatch for every path when ``batch_size`` is given).
+    delta_j = (y_j^N - y^N) / mu, shape (Q, d), is the ES estimate of the directional derivative
+    J_N u_j of the path's output y^N(x); on a problem whose inner path is affine in x it is exact.
+    Cost: (Q + 1) * steps grad_g calls.
+    """
+    xs = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + mu * u])
+    ys = y0.unsqueeze(0).expand(xs.shape[0], *y0.shape)
+    ys = inner_gd(oracles, xs, ys, steps, lr, batch_size)
+    return ys[0], (ys[1:] - ys[0]) / mu
+
+
+def es_vjp(u: Tensor, delta: Tensor, w: Tensor) -> Tensor:
+    """(1/Q) sum_j u_j <delta_j, w>: the ES estimate of J_N^T w from es_jacobian. No oracle."""
+    return (delta @ w) @ u / u.shape[0]
+
+
+# -------------------------------------------------------------------------------- Adam
+def adam(state_m: Tensor, state_v: Tensor, grad: Tensor, k: int, lr: float,
+         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+         ) -> tuple[Tensor, Tensor, Tensor]:
+    """One Adam step (Kingma and Ba, ICLR 2015, Alg. 1) as a pure function; no oracle.
+
+    m = b1 m + (1 - b1) grad,  v = b2 v + (1 - b2) grad^2  (k = 0 for the first step), and
+    update = lr * m_hat / (sqrt(v_hat) + eps) with bias corrections 1 - b^(k+1), as in
+    torch.optim.Adam. Returns (update, m, v); the caller applies x - update.
+    """
+    b1, b2 = betas
+    m = b1 * state_m + (1 - b1) * grad
+    v = b2 * state_v + (1 - b2) * grad * grad
+    m_hat, v_hat = m / (1 - b1 ** (k + 1)), v / (1 - b2 ** (k + 1))
+    return lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+# ------------------------------------------------------------------------------ helpers
+def detached(t: Tensor) -> Tensor:
+    """A detached copy (never aliases the caller's tensor). No oracle."""
+    return t.detach().clone()
+
+
+def require_int(hp, *fields: str) -> None:
+    """Raise ValueError unless every named field is an int (bool rejected)."""
+    for name in fields:
+        value = getattr(hp, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}")

@@ -1,0 +1,243 @@
+"""ESJ / PZOBO against the closed-form quadratic (T1): its ITD-N target, cost, convergence."""
+import dataclasses
+
+import pytest
+import torch
+
+from bench.oracles import Oracles, make_generators
+from problems.quadratic import Quadratic, QuadraticParams
+from solvers import ops
+from solvers.esj import Esj, EsjHP
+
+D64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: torch's intra-op threads only add contention (on a loaded 2-core machine
+    a 10 x 10 oracle call went from ~20 us to milliseconds). Restored after the module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_problem(p=10, d=10, seed=0):
+    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, instance_seed=seed),
+                     device="cpu", dtype=D64)
+
+
+def start(prob, hp, seed=0):
+    gens = make_generators(seed)
+    o = Oracles(prob, gens["sampling"])
+    return o, Esj().init(o, prob.x0, prob.y0, hp, gens["solver"])
+
+
+def exact_grad(m, x):
+    """grad Phi(x) = grad_x f + (dy*/dx)^T grad_y f at y*(x), dy*/dx = -A^{-1} C^T."""
+    dy = -torch.linalg.solve(m["A"], m["C"].T)
+    y_star = -torch.linalg.solve(m["A"], m["C"].T @ x + m["a"])
+    return m["G"] @ x + m["E"] @ y_star + m["c"] + dy.T @ (m["F"] @ y_star + m["E"].T @ x + m["b"])
+
+
+def itd_target(m, x, y0, alpha, n):
+    """Closed forms of the N-step path from y0: y^N, w = J_N^T grad_y f(x, y^N) with
+    J_N = -(I - (I - alpha A)^N) A^{-1} C^T, and the ITD-N hypergradient grad_x f + w."""
+    a, c = m["A"], m["C"]
+    eye = torch.eye(a.shape[0], dtype=a.dtype)
+    contraction = torch.linalg.matrix_power(eye - alpha * a, n)
+    y_star = -torch.linalg.solve(a, c.T @ x + m["a"])
+    y_n = contraction @ (y0 - y_star) + y_star
+    j_n = -(eye - contraction) @ torch.linalg.solve(a, c.T)
+    w = j_n.T @ (m["F"] @ y_n + m["E"].T @ x + m["b"])
+    return y_n, w, m["G"] @ x + m["E"] @ y_n + m["c"] + w
+
+
+# Tolerance of a Q-direction average, derived: on the quadratic delta_j = J_N u_j exactly, so the
+# estimate is fx + (1/Q) sum_j u_j u_j^T w with w = J_N^T fy. For u ~ N(0, I_p) each term has mean
+# w and covariance w w^T + ||w||^2 I (Isserlis), so E||mean - w||^2 = (p + 1) ||w||^2 / Q.
+# Markov: P(||mean - w||^2 > c (p + 1) ||w||^2 / Q) <= 1/c; c = 100 fails for <= 1% of seeds.
+MARKOV = 100.0
+
+
+def test_estimate_matches_itd_n_closed_form_not_exact_hypergradient():
+    prob = make_problem()
+    m, p = prob.mean_matrices(), prob.dim_x
+    # N = 3 steps at alpha = 0.5 leave (1 - 0.05)^3 ~ 86% of the slow modes of dy*/dx out of
+    # J_N: ITD-N is far from the exact hypergradient here
+    alpha, n, q = 0.5, 3, 200_000
+    hp = EsjHP(inner_lr=alpha, inner_steps=n, n_directions=q, mu=0.01, outer_opt="sgd")
+    _, s = start(prob, hp)
+    s1 = Esj().step(s)
+    y_n, w, h_n = itd_target(m, prob.x0, prob.y0, alpha, n)
+    exact = exact_grad(m, prob.x0)
+    torch.testing.assert_close(s1.y, y_n, rtol=1e-10, atol=1e-12)
+    tol_sq = MARKOV * (p + 1) * float(w.square().sum()) / q
+    assert float((s1.hypergrad - h_n).square().sum()) <= tol_sq
+    # the same check fails against the exact hypergradient: ESJ's target is ITD-N
+    assert float((s1.hypergrad - exact).square().sum()) > 4 * tol_sq
+
+
+def test_unit_norm_directions_under_scale_by_p():
+    """Pitfall (1): unit u has E[u u^T] = I / p, so the average tends to w / p, not w. Per-term
+    covariance (2 w w^T + ||w||^2 I) / (p (p + 2)) - w w^T / p^2 has trace (p - 1) ||w||^2 / p^2."""
+    prob = make_problem()
+    m, p = prob.mean_matrices(), prob.dim_x
+    alpha, n, q = 0.5, 3, 100_000
+    o = Oracles(prob, make_generators(0)["sampling"])
+    u = ops.gaussian_directions(q, prob.x0, torch.Generator().manual_seed(1))
+    u = u / u.norm(dim=1, keepdim=True)
+    y_n, delta = ops.es_jacobian(o, prob.x0, prob.y0, u, 0.01, n, alpha)
+    _, w, _ = itd_target(m, prob.x0, prob.y0, alpha, n)
+    fy = m["F"] @ y_n + m["E"].T @ prob.x0 + m["b"]
+    est = ops.es_vjp(u, delta, fy)
+    tol_sq = MARKOV * (p - 1) * float(w.square().sum()) / (p * p * q)
+    assert float((est - w / p).square().sum()) <= tol_sq
+    assert float((est - w).square().sum()) > 4 * tol_sq
+
+
+def test_converges_on_deterministic_quadratic():
+    """SGD on the ESJ estimate reaches the noise floor predicted in closed form.
+
+    Near x*, x+ = x - eta (Hess (x - x*) + xi) with xi the direction noise of the estimate,
+    Cov xi = Sigma = (||w||^2 I + w w^T) / Q at w = J^T grad_y f(x*, y*) (derivation above;
+    N = 60 steps at alpha = 1/L make J_N = J up to 0.9^60 ~ 2e-3). The stationary error
+    covariance is P = eta^2 sum_k (I - eta Hess)^k Sigma (I - eta Hess)^k, so the floor is
+    E||grad Phi||^2 = tr(Hess P Hess), computed below in the eigenbasis of Hess. The transient
+    decays like (1 - eta lambda_min)^(2k) (~1e-9 of ||grad Phi(x_0)||^2 after 300 steps).
+    """
+    prob = make_problem()
+    m, p = prob.mean_matrices(), prob.dim_x
+    a, c = m["A"], m["C"]
+    dy = -torch.linalg.solve(a, c.T)
+    hess = m["G"] + m["E"] @ dy + dy.T @ m["E"].T + dy.T @ m["F"] @ dy
+    lam, vecs = torch.linalg.eigh(hess)
+    x_opt = -torch.linalg.solve(hess, exact_grad(m, torch.zeros(p, dtype=D64)))
+    y_opt = -torch.linalg.solve(a, c.T @ x_opt + m["a"])
+    w = dy.T @ (m["F"] @ y_opt + m["E"].T @ x_opt + m["b"])
+    q, eta, steps = 256, 0.5 / float(lam[-1]), 300
+    sigma = vecs.T @ ((w @ w) * torch.eye(p, dtype=D64) + torch.outer(w, w)) @ vecs / q
+    r = 1 - eta * lam
+    floor = float((lam[:, None] * lam[None, :] * eta ** 2 * sigma / (1 - torch.outer(r, r))).trace())
+    hp = EsjHP(inner_lr=1.0 / float(torch.linalg.eigvalsh(a)[-1]), inner_steps=60,
+               n_directions=q, mu=0.01, outer_lr=eta, outer_opt="sgd", warm_start=True)
+    _, s = start(prob, hp)
+    g0 = float(exact_grad(m, s.x).square().sum())
+    tail = []
+    for k in range(steps):
+        s = Esj().step(s)
+        if k >= steps - 100:
+            tail.append(float(exact_grad(m, s.x).square().sum()))
+    assert 20 * floor < 1e-2 * g0            # the threshold below is small
+    # last iterate: Markov at the stationary mean, P(> 20 floor) <= 5%
+    assert tail[-1] <= 20 * floor, (tail[-1], floor)
+    assert float(prob.hypergradient(s.x).square().sum()) <= 20 * floor
+    # time average of the last 100 iterates (~3 correlation times 1/(eta lambda_min)): its
+    # mean is the floor; a 3x margin
+    assert sum(tail) / len(tail) <= 3 * floor, (sum(tail) / len(tail), floor)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_outer_update_rule(opt):
+    """Given the estimate h (checked above), x_1 = x_0 - beta h (SGD) or the first Adam step,
+    whose bias corrections make it x_0 - beta h / (|h| + eps)."""
+    prob = make_problem(p=4, d=3)
+    _, s = start(prob, EsjHP(n_directions=2, outer_opt=opt, outer_lr=0.05))
+    s1 = Esj().step(s)
+    h = s1.hypergrad
+    step = 0.05 * h if opt == "sgd" else 0.05 * h / (h.abs() + 1e-8)
+    torch.testing.assert_close(s1.x, prob.x0 - step, rtol=1e-12, atol=1e-14)
+    assert torch.equal(s1.hypergrad_x, prob.x0) and s1.k == 1
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_inner_start_rule(warm_start):
+    """Step 2 starts its paths at y_1^N (warm) or at the fixed y_0: closed-form main path."""
+    prob = make_problem(p=4, d=3)
+    m = prob.mean_matrices()
+    hp = EsjHP(inner_lr=0.5, inner_steps=4, n_directions=2, outer_opt="sgd", outer_lr=0.1,
+               warm_start=warm_start)
+    _, s = start(prob, hp)
+    s1 = Esj().step(s)
+    s2 = Esj().step(s1)
+    y_start = s1.y if warm_start else prob.y0
+    y_n, _, _ = itd_target(m, s1.x, y_start, 0.5, 4)
+    torch.testing.assert_close(s2.y, y_n, rtol=1e-10, atol=1e-12)
+
+
+def test_oracle_counts_per_step_and_no_second_order():
+    prob = make_problem(p=4, d=3)
+    hp = EsjHP(inner_steps=5, n_directions=3)
+    o, s = start(prob, hp)
+    for k in range(1, 4):
+        s = Esj().step(s)
+        assert o.calls == {"grad_g": (3 + 1) * 5 * k, "grad_f": k, "hvp": 0, "cross": 0,
+                           "hvp_cross": 0, "g": 0, "f": 0}
+    assert Esj.needs_second_order is False and Esj.stochastic is False
+
+
+def test_paths_are_one_batched_call_per_inner_step():
+    prob = make_problem(p=4, d=3)
+    gens = make_generators(0)
+
+    class Spy(Oracles):
+        shapes = []
+
+        def grad_g(self, x, y, idx=None, wrt="y"):
+            self.shapes.append(tuple(x.shape))
+            return super().grad_g(x, y, idx, wrt)
+
+    o = Spy(prob, gens["sampling"])
+    s = Esj().init(o, prob.x0, prob.y0, EsjHP(inner_steps=6, n_directions=5), gens["solver"])
+    Esj().step(s)
+    assert Spy.shapes == [(6, 4)] * 6
+
+
+def test_contract_determinism_no_mutation_no_grad():
+    prob = make_problem(p=4, d=3)
+
+    def trajectory(opt):
+        _, s = start(prob, EsjHP(n_directions=3, outer_opt=opt), seed=7)
+        out = []
+        for _ in range(4):
+            before = {f.name: getattr(s, f.name).clone() for f in dataclasses.fields(s)
+                      if isinstance(getattr(s, f.name), torch.Tensor)}
+            nxt = Esj().step(s)
+            for name, t in before.items():
+                assert torch.equal(getattr(s, name), t), f"step mutated {name}"
+            for f in dataclasses.fields(nxt):
+                t = getattr(nxt, f.name)
+                if isinstance(t, torch.Tensor):
+                    assert not t.requires_grad and t.grad_fn is None, f.name
+            out.append(nxt)
+            s = nxt
+        return out
+
+    for opt in ("adam", "sgd"):
+        for a, b in zip(trajectory(opt), trajectory(opt)):
+            for name in ("x", "y", "adam_m", "adam_v", "hypergrad", "hypergrad_x"):
+                assert torch.equal(getattr(a, name), getattr(b, name)), name
+    # a different seed draws different directions
+    _, s = start(prob, EsjHP(n_directions=3), seed=8)
+    assert not torch.equal(Esj().step(s).hypergrad, trajectory("adam")[0].hypergrad)
+
+
+def test_defaults_follow_the_paper_setting():
+    hp = EsjHP()
+    assert (hp.inner_lr, hp.inner_steps, hp.mu, hp.n_directions, hp.outer_opt, hp.outer_lr) == (
+        1e-3, 20, 0.01, 1, "adam", 0.05)
+
+
+@pytest.mark.parametrize("field,value", [("inner_lr", 0.0), ("inner_steps", 0),
+                                         ("inner_steps", 20.0), ("n_directions", 0),
+                                         ("mu", -0.01), ("outer_lr", 0.0),
+                                         ("outer_opt", "rmsprop"), ("warm_start", 1)])
+def test_hp_validation(field, value):
+    with pytest.raises(ValueError, match=field):
+        EsjHP(**{field: value})
+
+
+def test_pzobo_alias_resolves():
+    from bench.registry import resolve_solver
+    assert resolve_solver("pzobo") == ("esj", Esj)
+    assert resolve_solver("esj") == ("esj", Esj)
