@@ -128,17 +128,20 @@ def cmd_run(args) -> int:
 
     outcomes: list[executors.Outcome] = []
     try:
+        # refreshed by hand (no refresh thread), so that worker processes fork a single-threaded parent
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=err,
-                      transient=False, disable=args.quiet) as bar:
+                      transient=False, disable=args.quiet, auto_refresh=False) as bar:
             task = bar.add_task(suite.name, total=len(todo), last="")
 
             def on_done(o: executors.Outcome) -> None:
                 outcomes.append(o)
                 bar.update(task, advance=1, last=f"{o.status:8s} {o.label}")
+                bar.refresh()
 
             executors.run(todo, store, executor=args.executor, jobs=args.jobs,
-                          warmup=args.warmup, threads=args.threads, on_done=on_done)
+                          warmup=args.warmup, threads=args.threads, on_done=on_done,
+                          on_tick=bar.refresh)
     except KeyboardInterrupt:
         err.print(f"\ninterrupted: {len(outcomes)} run(s) of this invocation are stored in "
                   f"{store.raw}; run the same command again to resume (stored runs are skipped).")

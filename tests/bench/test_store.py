@@ -115,10 +115,14 @@ def test_failed_runs_are_stored_and_rerun_next_time(toys, tmp_path, write_suite)
     assert all(after[r] == before[r] for r in after if r not in failed)
 
 
-def test_process_pool_survives_a_killed_worker(toys, tmp_path, write_suite):
+@pytest.mark.parametrize("threads", [1, 2], ids=["fork", "spawn"])
+def test_process_pool_survives_a_killed_worker(toys, tmp_path, write_suite, threads):
+    from bench.executors import start_method
+    from bench.suites import load
     suite = write_suite(TOY_SUITE.format(first="toy-crash"))
+    assert start_method(load(suite).specs, threads) == ("fork" if threads == 1 else "spawn")
     res = tmp_path / "res"
-    assert run_cli("--suite", suite, "--results-dir", res, "--jobs", "2") == 1
+    assert run_cli("--suite", suite, "--results-dir", res, "--jobs", "2", "--threads", threads) == 1
     st = Store(res)
     by_status = {}
     for rid in st.run_ids():
