@@ -37,6 +37,10 @@ class BlockSampler:
         self.b, self.starts, self.pos = 0, [], 0
 
     def __call__(self, batch_size: int) -> Index:
+        if batch_size == self.b and self.pos < len(self.starts):      # fast path: same epoch
+            s = self.starts[self.pos]
+            self.pos += 1
+            return slice(s, s + batch_size)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if batch_size >= self.n:
@@ -51,10 +55,6 @@ class BlockSampler:
         s = self.starts[self.pos]
         self.pos += 1
         return slice(s, s + batch_size)
-
-
-def _points(x: torch.Tensor) -> int:
-    return x.shape[0] if x.dim() == 2 else 1
 
 
 def _over_points(fn, *args):
@@ -91,9 +91,14 @@ class Oracles:
 
     # ------------------------------------------------------------------ counting
     def _count(self, kind: str, x: torch.Tensor, idx: Index, n: int) -> None:
-        k = _points(x)
+        k = x.shape[0] if x.dim() == 2 else 1
         self.calls[kind] += k
-        self.samples[kind] += k * batch_size_of(idx, n)
+        if idx is None:
+            self.samples[kind] += k * n
+        elif type(idx) is slice and idx.step is None:      # the samplers' blocks (fast path)
+            self.samples[kind] += k * (idx.stop - idx.start)
+        else:
+            self.samples[kind] += k * batch_size_of(idx, n)
 
     def counts(self) -> dict[str, int]:
         """Flat counters: calls_<kind>, samples_<kind>, calls_total, samples_total."""

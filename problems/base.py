@@ -60,6 +60,8 @@ def batch_size_of(idx: Index, n: int) -> int:
     if idx is None:
         return n
     if isinstance(idx, slice):
+        if idx.step is None and idx.start is not None and idx.stop is not None and 0 <= idx.start <= idx.stop <= n:
+            return idx.stop - idx.start          # the samplers' blocks: no range object
         return len(range(*idx.indices(n)))
     return int(idx.numel())
 

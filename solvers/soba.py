@@ -82,5 +82,6 @@ class Soba:
         hv, jv = o.hvp_cross(s.x, s.y, s.v, i)
         fx, fy = o.grad_f(s.x, s.y, j)
         d_v, d_x = hv + fy, jv + fx                           # Alg.1 D_v, D_x
-        return replace(s, y=s.y - rho * d_y, v=s.v - rho * d_v,   # Alg.1 joint update
-                       x=s.x - gamma * d_x, k=s.k + 1, hypergrad=d_x, hypergrad_x=s.x)
+        return replace(s, y=s.y.add(d_y, alpha=-rho),             # Alg.1 joint update
+                       v=s.v.add(d_v, alpha=-rho), x=s.x.add(d_x, alpha=-gamma),
+                       k=s.k + 1, hypergrad=d_x, hypergrad_x=s.x)

@@ -1,0 +1,441 @@
+"""T1 quadratic: a bilevel quadratic with exact answers (deterministic and stochastic).
+
+Per sample, with x in R^p (``dim_x``) and y in R^d (``dim_y``):
+
+    g_i(x, y) = 1/2 y^T A_i y + 1/2 x^T K_i x + x^T C_i y + a_i^T y + r_i^T x     (i < n_inner)
+    f_j(x, y) = 1/2 y^T F_j y + 1/2 x^T G_j x + x^T E_j y + b_j^T y + c_j^T x     (j < n_outer)
+
+g and f are the sample means; A, K, C, a, r, F, G, E, b, c denote the mean terms. Then
+H = d2g/dy2 = A, J = d2g/dxdy = C (``cross(v)`` = C v in R^p) and, exactly,
+
+    y*(x) = -A^{-1} (C^T x + a),           Y = dy*/dx = -A^{-1} C^T
+    grad Phi(x) = G x + E y* + c - C A^{-1} (F y* + E^T x + b)        at y* = y*(x)
+    Hess Phi = G + E Y + Y^T E^T + Y^T F Y  (constant),   x_opt = -Hess Phi^{-1} grad Phi(0).
+
+Spectra: A geometric from mu_g to L_g, F from mu_g to 1 (d values); K and G: {0} and geometric
+from mu_g to 1 (p - 1 values); singular values of C and E geometric from mu_g to cross_scale
+(min(p, d) values). Rank-one terms as in benchopt: R_i = (S xi_i)(S xi_i)^T with S S^T the target
+Hessian, and (P D eta_i)(V eta_i)^T for the cross terms (P, V orthogonal, D the p x d diagonal of
+singular values, the same eta_i in both factors). Everything is drawn from
+``torch.Generator().manual_seed(instance_seed)``.
+
+* ``construction="benchopt"``: the quadratic dataset of the public benchopt bilevel benchmark
+  (https://github.com/benchopt/benchmark_bilevel, datasets/quadratic.py and
+  benchmark_utils/gen_matrices.py): A_i = R_i (likewise K, C, F, G, E), xi_i, eta_i ~ N(0, I),
+  linear terms N(0, I) per sample; the means are the empirical means. ``noise`` is not used.
+* ``construction="default"``: exact means (A = Q diag(lambda) Q^T, spectrum exactly
+  [mu_g, L_g]) and A_i = A + noise (R_i - mean_k R_k), likewise K, C, F, G, E;
+  a_i = a + noise (z_i - mean_k z_k) with a, z_i ~ N(0, I). The means are drawn first: they do
+  not depend on n or noise. n = 1 or noise = 0: no per-sample part (deterministic variant).
+  When n >= max(p, d) the xi_i, eta_i are whitened (sqrt(n) times a Haar frame, so
+  mean_k xi_k xi_k^T = I): then mean_k R_k = A, A_i = (1 - noise) A + noise R_i, and at
+  noise = 1 (the default) no dense part is stored or multiplied on minibatches.
+
+Both redraw (same generator, at most 20 times) an instance whose A is not positive definite or
+whose Hess Phi has an eigenvalue < 1e-12, then raise ValueError.
+
+Storage, per objective, in z = [x, y] (D = p + d): the mean Hessian H = [[K, C], [C^T, A]]
+(f: [[G, E], [E^T, F]]) and linear term l = [r, a] (f: [c, b]); with a per-sample part, the
+dense part H0 of every sample (absent when zero) and rank-one factors, never n dense matrices:
+Y (2n, d) with rows alpha_i, w_i; X (2n, p) with rows kappa_i, u_i; LY (n, d) = a_i and
+LX (n, p) = r_i, where A_i = A0 + alpha_i alpha_i^T, K_i = K0 + kappa_i kappa_i^T and
+C_i = C0 + u_i w_i^T. So A_B v = A0 v + sum_B alpha_i (alpha_i . v) / |B| costs two thin
+matvecs, and the rows of a contiguous block of samples are a view. ``save_npz`` writes exactly
+these arrays (no pickle); ``QuadraticParams(instance_file=...)`` reads them back.
+
+Deviations from benchopt: orthogonal matrices are Haar (QR of a Gaussian matrix; benchopt uses
+the singular vectors of a Gaussian vector) and S = Q diag(sqrt(lambda)), not its symmetric
+version (same law of S xi_i); the positivity check uses the exact Hess Phi (benchopt's halves
+E Y + Y^T E^T) and a retry draws new matrices (benchopt's retry reuses its key). Random streams
+differ (torch, not JAX): instances match benchopt's in law, not in value.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from problems.base import Index, Problem, register, take
+
+F64 = torch.float64
+KEYS = ("H", "l", "H0", "Y", "X", "LY", "LX")      # arrays of one objective (save_npz: KEY_g, KEY_f)
+
+
+@dataclass(frozen=True)
+class QuadraticParams:
+    """Instance of the T1 quadratic. With ``instance_file`` set, every field but x0 is ignored."""
+
+    dim_x: int = 100            # p
+    dim_y: int = 100            # d
+    n_inner: int = 1024         # samples of g (n_inner = n_outer = 1: deterministic)
+    n_outer: int = 1024         # samples of f
+    mu_g: float = 0.1           # smallest eigenvalue of A
+    L_g: float = 1.0            # largest eigenvalue of A
+    cross_scale: float = 0.1    # largest singular value of C and E
+    noise: float = 1.0          # scale of the per-sample perturbations ("default" only)
+    construction: str = "default"   # "default" or "benchopt"
+    instance_seed: int = 0      # seed of everything random about the instance
+    x0: float = -2.0            # start x0 = x0 * ones(p), y0 = 0
+    instance_file: str = ""     # .npz written by Quadratic.save_npz
+
+    def __post_init__(self):
+        def check(name, ok, rule):
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_real(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ("dim_x", "dim_y", "n_inner", "n_outer"):
+            check(name, is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1")
+        check("mu_g", is_real(self.mu_g) and self.mu_g > 0, "a finite number > 0")
+        check("L_g", is_real(self.L_g) and self.L_g >= self.mu_g, f"a finite number >= mu_g = {self.mu_g}")
+        check("cross_scale", is_real(self.cross_scale) and self.cross_scale > 0, "a finite number > 0")
+        check("noise", is_real(self.noise) and self.noise >= 0, "a finite number >= 0")
+        check("construction", self.construction in ("default", "benchopt"), "'default' or 'benchopt'")
+        check("instance_seed", is_int(self.instance_seed) and self.instance_seed >= 0, "an int >= 0")
+        check("x0", is_real(self.x0), "a finite number")
+        check("instance_file", isinstance(self.instance_file, str), "a path (str)")
+        check("n_inner", self.construction != "benchopt" or self.instance_file != ""
+              or self.n_inner >= self.dim_y, f">= dim_y = {self.dim_y} with construction='benchopt' "
+              "(A is then the mean of n_inner rank-one matrices)")
+
+
+# ------------------------------------------------------------------------------ generation
+def _haar(n: int, m: int, gen: torch.Generator) -> torch.Tensor:
+    """n x m matrix with Haar-distributed orthonormal columns (n >= m)."""
+    q, r = torch.linalg.qr(torch.randn(n, m, generator=gen, dtype=F64))
+    return q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)
+
+
+def _geom(lo: float, hi: float, k: int) -> torch.Tensor:
+    return torch.logspace(math.log10(lo), math.log10(hi), k, dtype=F64)
+
+
+def _zform(k: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The Hessian [[K, C], [C^T, A]] in z = [x, y]."""
+    return torch.cat((torch.cat((k, c), 1), torch.cat((c.T, a), 1)), 0)
+
+
+def _roots(prm: QuadraticParams, top: float, gen: torch.Generator):
+    """S_y, S_x, PD, V with S_y S_y^T = y-Hessian, S_x S_x^T = x-Hessian, PD V^T = cross term."""
+    p, d, k = prm.dim_x, prm.dim_y, min(prm.dim_x, prm.dim_y)
+    sy = _haar(d, d, gen) * _geom(prm.mu_g, top, d).sqrt()
+    sx = _haar(p, p, gen) * torch.cat((torch.zeros(1, dtype=F64), _geom(prm.mu_g, 1.0, p - 1))).sqrt()
+    pd = torch.zeros(p, d, dtype=F64)
+    pd[:, :k] = _haar(p, p, gen)[:, :k] * _geom(prm.mu_g, prm.cross_scale, k)
+    return sy, sx, pd, _haar(d, d, gen)
+
+
+def _samples(roots, n: int, whiten: bool, gen: torch.Generator):
+    """n-row matrices alpha = xi S_y^T, kappa = zeta S_x^T, u = eta (PD)^T, w = eta V^T and
+    z ~ N(0, I) (D columns); whiten: xi, zeta, eta have empirical covariance I exactly."""
+    sy, sx, pd, v = roots
+    p, d = sx.shape[0], sy.shape[0]
+
+    def gauss(m):
+        return math.sqrt(n) * _haar(n, m, gen) if whiten else torch.randn(n, m, generator=gen, dtype=F64)
+    xi, zeta, eta = gauss(d), gauss(p), gauss(d)
+    return xi @ sy.T, zeta @ sx.T, eta @ pd.T, eta @ v.T, torch.randn(n, p + d, generator=gen, dtype=F64)
+
+
+def _certify(h_g: torch.Tensor, h_f: torch.Tensor, p: int):
+    """(Cholesky factor of A, Hess Phi), or None if A is not PD or Hess Phi has an eigenvalue < 1e-12."""
+    chol, info = torch.linalg.cholesky_ex(h_g[p:, p:])
+    if info != 0:
+        return None
+    dy = -torch.cholesky_solve(h_g[p:, :p].contiguous(), chol)      # Y = -A^{-1} C^T
+    ey = h_f[:p, p:] @ dy
+    hess = h_f[:p, :p] + ey + ey.T + dy.T @ h_f[p:, p:] @ dy
+    hess = (hess + hess.T) / 2
+    return None if float(torch.linalg.eigvalsh(hess)[0]) < 1e-12 else (chol, hess)
+
+
+def _generate(prm: QuadraticParams) -> dict:
+    """The float64 arrays of save_npz (None when absent)."""
+    gen = torch.Generator().manual_seed(prm.instance_seed)
+    p, d, benchopt = prm.dim_x, prm.dim_y, prm.construction == "benchopt"
+    ns, tops = {"g": prm.n_inner, "f": prm.n_outer}, {"g": prm.L_g, "f": 1.0}
+    for _ in range(20):
+        roots = {h: _roots(prm, tops[h], gen) for h in "gf"}
+        if benchopt:      # the means are the empirical means of the samples
+            smp = {h: _samples(roots[h], ns[h], False, gen) for h in "gf"}
+            means = {h: (_zform(k.T @ k, u.T @ w, a.T @ a) / ns[h], z.mean(0))
+                     for h, (a, k, u, w, z) in smp.items()}
+        else:             # exact means, drawn before the samples
+            means = {h: (_zform(sx @ sx.T, pd @ v.T, sy @ sy.T), torch.randn(p + d, generator=gen, dtype=F64))
+                     for h, (sy, sx, pd, v) in roots.items()}
+        if _certify(means["g"][0], means["f"][0], p) is not None:
+            break
+    else:
+        raise ValueError("could not draw an instance with a positive definite A and Hess Phi in 20 tries")
+    out = {"dims": (p, d, prm.n_inner, prm.n_outer), "construction": prm.construction}
+    for h in "gf":
+        n, (hmat, lin) = ns[h], means[h]
+        out.update({f"{k}_{h}": None for k in KEYS})
+        out.update({f"H_{h}": hmat, f"l_{h}": lin})
+        if n == 1 or not (benchopt or prm.noise > 0):
+            continue      # deterministic: every sample is the mean
+        whiten = not benchopt and n >= max(p, d)
+        alpha, kappa, u, w, z = smp[h] if benchopt else _samples(roots[h], n, whiten, gen)
+        s = 1.0 if benchopt else prm.noise
+        if not benchopt and not whiten:
+            out[f"H0_{h}"] = hmat - s * _zform(kappa.T @ kappa, u.T @ w, alpha.T @ alpha) / n
+        elif not benchopt and s != 1.0:
+            out[f"H0_{h}"] = (1 - s) * hmat
+        lin_i = z if benchopt else lin + s * (z - z.mean(0))
+        out.update({f"Y_{h}": math.sqrt(s) * torch.stack((alpha, w), 1).reshape(2 * n, d),
+                    f"X_{h}": math.sqrt(s) * torch.stack((kappa, u), 1).reshape(2 * n, p),
+                    f"LY_{h}": lin_i[:, p:].contiguous(), f"LX_{h}": lin_i[:, :p].contiguous()})
+    return out
+
+
+# ---------------------------------------------------------------------------- linear algebra
+# Vectors are 1-D or stacked (B, n); the 1-D branches use mv/addmv, faster than v @ M.T.
+def _mv(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """m @ v for each vector v."""
+    return torch.mv(m, v) if v.dim() == 1 else v @ m.T
+
+
+def _addmv(out: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """out + m @ v for each vector v."""
+    return torch.addmv(out, m, v) if v.dim() == 1 else torch.addmm(out, v, m.T)
+
+
+def _addtmv(out: torch.Tensor, m: torch.Tensor, c: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * (out + m^T c) for each weight vector c."""
+    if c.dim() == 1:
+        return torch.addmv(out, m.T, c, beta=scale, alpha=scale)
+    return torch.addmm(out, c, m, beta=scale, alpha=scale)
+
+
+def _blocks(m: Optional[torch.Tensor], p: int):
+    """Views (xx, xy, yx, yy) of a matrix in z = [x, y], or None."""
+    return None if m is None else (m[:p, :p], m[:p, p:], m[p:, :p], m[p:, p:])
+
+
+def _shapes(p: int, d: int, m: int, k: int) -> dict:
+    """Shapes of an objective's arrays with m stored samples and a k x k dense part."""
+    return {"H": (p + d, p + d), "l": (p + d,), "H0": (k, k), "Y": (2 * m, d), "X": (2 * m, p),
+            "LY": (m, d), "LX": (m, p)}
+
+
+# ------------------------------------------------------------------------------- the problem
+@register
+class Quadratic(Problem):
+    """T1 quadratic with closed-form y*, grad Phi, Phi and analytic oracles (module docstring)."""
+
+    name = "quadratic"
+    Params = QuadraticParams
+    description = "bilevel quadratic with exact answers (benchopt-style rank-one samples)"
+
+    def __init__(self, params: QuadraticParams, device="cpu", dtype: Optional[torch.dtype] = None):
+        super().__init__(params, device, dtype)
+        self.sha256: Optional[str] = None
+        arrays = self._load(params.instance_file) if params.instance_file else _generate(params)
+        self.construction = arrays["construction"]
+        p, d, self.n_inner, self.n_outer = arrays["dims"]
+        self.dim_x, self.dim_y = p, d
+        cert = _certify(arrays["H_g"], arrays["H_f"], p)
+        if cert is None:
+            raise ValueError(f"instance_file {params.instance_file}: A is not positive definite "
+                             "or Hess Phi has an eigenvalue < 1e-12")
+        to = dict(device=self.device, dtype=self.dtype)
+        self._chol, self._hess = (t.to(**to) for t in cert)
+        self._obj = {}
+        for h in "gf":
+            o = {k: arrays[f"{k}_{h}"] for k in KEYS}
+            for k in ("LY", "LX"):      # cumulative sums: the sum over a block is one difference
+                o[k + "c"] = None if o[k] is None else torch.cat((o[k][:1] * 0, o[k].cumsum(0)))
+            o = {k: None if t is None else t.to(**to) for k, t in o.items()}
+            o.update(Hb=_blocks(o["H"], p), H0b=_blocks(o["H0"], p), lx=o["l"][:p], ly=o["l"][p:])
+            self._obj[h] = o
+        self._masks: dict[int, tuple] = {}
+        self.x0 = torch.full((p,), float(params.x0), **to)
+        self.y0 = torch.zeros(d, **to)
+
+    # ------------------------------------------------------------------------- minibatches
+    @staticmethod
+    def _rows(o: dict, idx: Index):
+        """Rows of Y and X for the samples idx (views for a contiguous block), and the block."""
+        if isinstance(idx, slice) and idx.step in (None, 1):
+            start, stop, _ = idx.indices(o["LY"].shape[0])
+            return o["Y"][2 * start:2 * stop], o["X"][2 * start:2 * stop], (start, stop)
+        ys, xs = (take(o[k].view(-1, 2, o[k].shape[1]), idx) for k in ("Y", "X"))
+        return ys.reshape(-1, ys.shape[2]), xs.reshape(-1, xs.shape[2]), None
+
+    @staticmethod
+    def _lsum(o: dict, key: str, idx: Index, block) -> torch.Tensor:
+        """Sum of the linear terms LY or LX over the samples idx."""
+        if block is None:
+            return take(o[key], idx).sum(0)
+        cum = o[key + "c"]
+        return torch.sub(cum[block[1]], cum[block[0]])
+
+    def _consts(self, b: int):
+        """For b samples: the mask of their first rows, and the first- and second-row masks / b."""
+        out = self._masks.get(b)
+        if out is None:
+            first = (torch.arange(2 * b, device=self.device) % 2) == 0
+            out = self._masks[b] = (first, first.to(self.dtype) / b, (~first).to(self.dtype) / b)
+        return out
+
+    # ------------------------------------------------------------------------- objectives
+    def _value(self, h: str, x, y, idx: Index):
+        o, z = self._obj[h], torch.cat((x, y), -1)
+        if idx is None or o["Y"] is None:
+            return (z * (0.5 * _mv(o["H"], z) + o["l"])).sum(-1)
+        ys, xs, block = self._rows(o, idx)
+        sy, sx, b = _mv(ys, y), _mv(xs, x), ys.shape[0] // 2      # [alpha.y, w.y], [kappa.x, u.x]
+        first = self._consts(b)[0]      # 1/2 (alpha.y)^2 + 1/2 (kappa.x)^2 + (u.x)(w.y) per sample:
+        quad = 0.5 * (sy * torch.where(first, sy, sx) + sx * torch.where(first, sx, sy)).sum(-1)
+        lin = (self._lsum(o, "LY", idx, block) * y).sum(-1) + (self._lsum(o, "LX", idx, block) * x).sum(-1)
+        out = (quad + lin) / b
+        return out if o["H0"] is None else out + 0.5 * (z * _mv(o["H0"], z)).sum(-1)
+
+    def g(self, x, y, idx: Index = None):
+        return self._value("g", x, y, idx)
+
+    def f(self, x, y, idx: Index = None):
+        return self._value("f", x, y, idx)
+
+    # --------------------------------------------------------------------- analytic oracles
+    def _grad(self, h: str, x, y, idx: Index, wrt: str):
+        """(grad_x, grad_y) of g or f; the side not in wrt ("x", "y" or "xy") is None."""
+        o, gx, gy = self._obj[h], None, None
+        (xx, xy, yx, yy), dense = o["Hb"], o["H0b"]
+        if idx is None or o["Y"] is None:
+            if "x" in wrt:
+                gx = _addmv(_addmv(o["lx"], xx, x), xy, y)
+            if "y" in wrt:
+                gy = _addmv(_addmv(o["ly"], yy, y), yx, x)
+            return gx, gy
+        ys, xs, block = self._rows(o, idx)
+        sy, sx, b = _mv(ys, y), _mv(xs, x), ys.shape[0] // 2      # [alpha.y, w.y], [kappa.x, u.x]
+        first = self._consts(b)[0]
+        if "x" in wrt:      # (sum_i kappa_i (kappa_i.x) + u_i (w_i.y) + r_i) / b
+            gx = _addtmv(self._lsum(o, "LX", idx, block), xs, torch.where(first, sx, sy), 1.0 / b)
+            gx = gx if dense is None else _addmv(_addmv(gx, dense[0], x), dense[1], y)
+        if "y" in wrt:      # (sum_i alpha_i (alpha_i.y) + w_i (u_i.x) + a_i) / b
+            gy = _addtmv(self._lsum(o, "LY", idx, block), ys, torch.where(first, sy, sx), 1.0 / b)
+            gy = gy if dense is None else _addmv(_addmv(gy, dense[3], y), dense[2], x)
+        return gx, gy
+
+    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+        gx, gy = self._grad("g", x, y, idx, wrt)
+        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+
+    def grad_f(self, x, y, idx: Index = None):
+        return self._grad("f", x, y, idx, "xy")
+
+    def _second(self, v, idx: Index, want: str):
+        """(A_B v, C_B v); the product not in want ("h", "c" or "hc") is None."""
+        o, hv, jv = self._obj["g"], None, None
+        if idx is None or o["Y"] is None:
+            _, xy, _, yy = o["Hb"]
+            return (_mv(yy, v) if "h" in want else None), (_mv(xy, v) if "c" in want else None)
+        ys, xs, _ = self._rows(o, idx)
+        sv, dense = _mv(ys, v), o["H0b"]                  # [alpha.v, w.v]
+        _, first_b, second_b = self._consts(ys.shape[0] // 2)
+        if "h" in want:     # sum_i alpha_i (alpha_i.v) / b
+            hv = (sv * first_b) @ ys
+            hv = hv if dense is None else _addmv(hv, dense[3], v)
+        if "c" in want:     # sum_i u_i (w_i.v) / b
+            jv = (sv * second_b) @ xs
+            jv = jv if dense is None else _addmv(jv, dense[1], v)
+        return hv, jv
+
+    def hvp(self, x, y, v, idx: Index = None):
+        return self._second(v, idx, "h")[0]
+
+    def cross(self, x, y, v, idx: Index = None):
+        return self._second(v, idx, "c")[1]
+
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        return self._second(v, idx, "hc")
+
+    # ------------------------------------------------------------------------- ground truth
+    def mean_matrices(self) -> dict[str, torch.Tensor]:
+        """The mean terms A, K, C, a, r (of g) and F, G, E, b, c (of f), as new tensors."""
+        out = {}
+        for h, names in (("g", "KCAra"), ("f", "GEFcb")):
+            o = self._obj[h]
+            xx, xy, _, yy = o["Hb"]
+            out.update({k: t.clone() for k, t in zip(names, (xx, xy, yy, o["lx"], o["ly"]))})
+        return out
+
+    def y_star(self, x):
+        o = self._obj["g"]
+        rhs = x @ o["Hb"][1] + o["ly"]                                  # C^T x + a
+        return -torch.cholesky_solve(rhs.unsqueeze(-1), self._chol).squeeze(-1)
+
+    def hypergradient(self, x):
+        gx, gy = self._grad("f", x, self.y_star(x), None, "xy")
+        v = torch.cholesky_solve(gy.unsqueeze(-1), self._chol).squeeze(-1)     # A^{-1} grad_y f
+        return gx - v @ self._obj["g"]["Hb"][2]                                # - C A^{-1} grad_y f
+
+    def value(self, x):
+        return self.f(x, self.y_star(x))
+
+    def phi_hessian(self) -> torch.Tensor:
+        """Hess Phi = G + E Y + Y^T E^T + Y^T F Y with Y = -A^{-1} C^T (constant)."""
+        return self._hess.clone()
+
+    def x_opt(self) -> torch.Tensor:
+        """The minimizer of Phi: the solution of Hess Phi x = -grad Phi(0)."""
+        return torch.linalg.solve(self._hess, -self.hypergradient(torch.zeros_like(self.x0)))
+
+    def info(self):
+        out = super().info()
+        out["construction"] = self.construction
+        if self.sha256 is not None:
+            out["instance_sha256"] = self.sha256
+        return out
+
+    # --------------------------------------------------------------------------- save / load
+    def save_npz(self, path: str) -> None:
+        """Write dims, construction and every stored array (absent ones with 0 rows) with numpy."""
+        arrays = {"dims": np.array([self.dim_x, self.dim_y, self.n_inner, self.n_outer], dtype=np.int64),
+                  "construction": np.array(self.construction)}
+        for h in "gf":
+            empty = _shapes(self.dim_x, self.dim_y, 0, 0)
+            arrays.update({f"{k}_{h}": np.zeros(empty[k]) if self._obj[h][k] is None
+                           else self._obj[h][k].detach().cpu().numpy() for k in KEYS})
+        np.savez(path, **arrays)
+
+    def _load(self, path: str) -> dict:
+        """The arrays of save_npz, checked: all present, consistent shapes, finite numbers."""
+        with open(path, "rb") as fh:
+            self.sha256 = hashlib.sha256(fh.read()).hexdigest()
+        with np.load(path, allow_pickle=False) as npz:
+            data = {key: npz[key] for key in npz.files}
+
+        def get(name, shape):
+            if name not in data:
+                raise ValueError(f"instance_file {path}: array {name!r} is missing")
+            arr = data[name]
+            if arr.shape != shape:
+                raise ValueError(f"instance_file {path}: array {name!r} has shape {arr.shape}, expected {shape}")
+            if name != "construction" and (arr.dtype.kind not in "fiu" or not np.isfinite(arr).all()):
+                raise ValueError(f"instance_file {path}: array {name!r} must hold finite numbers")
+            return arr
+
+        dims = get("dims", (4,))
+        if dims.dtype.kind not in "iu" or (dims < 1).any():
+            raise ValueError(f"instance_file {path}: array 'dims' must hold 4 ints >= 1, got {dims.tolist()}")
+        p, d, n_inner, n_outer = (int(v) for v in dims)
+        out = {"dims": (p, d, n_inner, n_outer), "construction": str(get("construction", ()))}
+        for h, n in (("g", n_inner), ("f", n_outer)):
+            m = 0 if np.shape(data.get(f"LY_{h}", 0))[:1] == (0,) else n       # 0: no samples stored
+            k = 0 if np.size(data.get(f"H0_{h}", 1)) == 0 else p + d           # 0: no dense part
+            for key, shape in _shapes(p, d, m, k).items():
+                arr = get(f"{key}_{h}", shape)
+                out[f"{key}_{h}"] = torch.from_numpy(arr.astype(np.float64)) if arr.size or key in ("H", "l") else None
+        return out
