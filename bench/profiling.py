@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import resource
 import time
 
@@ -111,8 +112,19 @@ class Probe:
     def device_name(self) -> str:
         if self.cuda:
             return torch.cuda.get_device_name(self.device)
-        import platform
-        return platform.processor() or platform.machine() or "cpu"
+        return cpu_model()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def cpu_count() -> int:

@@ -2,8 +2,8 @@
 
     python benchmarks/quadratic_speed.py            # all measurements (about a minute)
 
-1. One SOBA step on the benchopt-sized quadratic (p = d = 100, n = 1024, batch 64), median of
-   repeated timings of 1000 steps, one torch thread.
+1. One SOBA step on the benchopt-sized quadratic (p = d = 100, n = 1024, batch 64), best of 5
+   timings of 1000 steps (the least disturbed by other load on a shared machine), one torch thread.
 2. Wall time of one `python -m bench run` of a single SOBA run of 10,000 steps (process start
    and imports included), with the default process executor and with --executor serial, and
    the run's peak resident memory as recorded in its table.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.oracles import Oracles, make_generators  # noqa: E402
+from bench.profiling import cpu_model  # noqa: E402
 from bench.runner import build, execute  # noqa: E402
 from bench.spec import make_spec  # noqa: E402
 from bench.store import Store  # noqa: E402
@@ -52,7 +52,7 @@ def bare_loop(spec, steps: int, repeats: int = 5) -> tuple[float, object]:
         for _ in range(steps):
             state = solver.step(state)
         times.append((time.perf_counter() - t) / steps)
-    return statistics.median(times), problem
+    return min(times), problem
 
 
 def raw_soba_oracles(problem, steps: int, repeats: int = 5) -> float:
@@ -69,7 +69,7 @@ def raw_soba_oracles(problem, steps: int, repeats: int = 5) -> float:
             problem.hvp_cross(x, y, v, i)
             problem.grad_f(x, y, j)
         times.append((time.perf_counter() - t) / steps)
-    return statistics.median(times)
+    return min(times)
 
 
 def cli_run(executor: str) -> tuple[float, float]:
@@ -91,7 +91,7 @@ def cli_run(executor: str) -> tuple[float, float]:
 
 def main() -> None:
     torch.set_num_threads(1)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}, "
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {cpu_model()}, "
           f"python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
 
     spec = make_spec("quadratic", "soba", problem_params=QUAD_100, solver_params=SOBA,
