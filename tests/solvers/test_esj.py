@@ -12,16 +12,6 @@ from solvers.esj import Esj, EsjHP
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: torch's intra-op threads only add contention (on a loaded 2-core machine
-    a 10 x 10 oracle call went from ~20 us to milliseconds). Restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_problem(p=10, d=10, seed=0):
     return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, instance_seed=seed),
                      device="cpu", dtype=D64)
