@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.errors import InputError
-from bench.registry import load_solvers, suggest
+from bench.registry import load_solvers, solver_aliases, suggest
 from bench.spec import Budget, RunSpec, make_spec
 
 if sys.version_info >= (3, 11):
@@ -145,41 +145,26 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
     slist = doc.get("solvers", [])
     if not isinstance(plist, list) or not isinstance(slist, list):
         raise InputError(f"{where}: 'problems' and 'solvers' must be arrays of tables ([[problems]])")
-    plabels: dict[str, dict] = {}
-    for i, p in enumerate(plist):
-        w = f"{where}.problems[{i}]"
-        _keys(_table(p, w), PROBLEM_KEYS, w)
-        if "name" not in p:
-            raise InputError(f"{w}.name: missing problem name")
-        label = _str(p.get("label", p.get("name")), f"{w}.label")
-        if label in plabels:
-            raise InputError(f"{w}.label: duplicate problem label {label!r}")
-        plabels[label] = p
-
-    sentries: list[dict] = []
-    slabels: set[str] = set()
-    for i, s in enumerate(slist):
-        w = f"{where}.solvers[{i}]"
-        _keys(_table(s, w), SOLVER_KEYS, w)
-        if "name" not in s:
-            raise InputError(f"{w}.name: missing solver name")
-        label = _str(s.get("label", s.get("name")), f"{w}.label")
-        if label in slabels:
-            raise InputError(f"{w}.label: duplicate solver label {label!r}")
-        slabels.add(label)
+    plabels = _entries(plist, "problem", PROBLEM_KEYS, where)
+    sentries = _entries(slist, "solver", SOLVER_KEYS, where)
+    for label, s in sentries.items():
+        w = f"{where}.solvers.{label}"
         for key in s.get("problems", []) if isinstance(s.get("problems", []), list) else [None]:
             if key not in plabels:
                 raise InputError(f"{w}.problems: {key!r} is not a problem label; valid: {', '.join(plabels)}")
         for key in _table(s.get("tuned", {}), f"{w}.tuned"):
             if key not in plabels:
                 raise InputError(f"{w}.tuned.{key}: not a problem label; valid: {', '.join(plabels)}")
-        sentries.append({**s, "label": label})
-    if doc.get("all_solvers", False) is True:
-        listed = {s["name"] for s in sentries}
-        sentries += [{"name": n, "label": n} for n in load_solvers() if n not in listed]
+    all_solvers = doc.get("all_solvers", False)
+    if not isinstance(all_solvers, bool):
+        raise InputError(f"{where}.all_solvers: expected true or false, got {all_solvers!r}")
+    if all_solvers:
+        aliases = solver_aliases()
+        listed = {aliases.get(s["name"], s["name"]) for s in sentries.values()}
+        sentries.update({n: {"name": n, "label": n} for n in load_solvers() if n not in listed})
 
     for plabel, p in plabels.items():
-        for s in sentries:
+        for s in sentries.values():
             if "problems" in s and plabel not in s["problems"]:
                 continue
             hp = dict(_table(s.get("params", {}), f"{where}.solvers.{s['label']}.params"))
@@ -195,6 +180,21 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
 
     suite.specs = _filter(_dedup(specs), solvers, problems, sname)
     return suite
+
+
+def _entries(items: list, kind: str, allowed: tuple, where: str) -> dict[str, dict]:
+    """Validate the [[problems]] or [[solvers]] tables; label -> entry (label filled in)."""
+    out: dict[str, dict] = {}
+    for i, item in enumerate(items):
+        w = f"{where}.{kind}s[{i}]"
+        _keys(_table(item, w), allowed, w)
+        if "name" not in item:
+            raise InputError(f"{w}.name: missing {kind} name")
+        label = _str(item.get("label", item.get("name")), f"{w}.label")
+        if label in out:
+            raise InputError(f"{w}.label: duplicate {kind} label {label!r}")
+        out[label] = {**item, "label": label}
+    return out
 
 
 def _dedup(specs: list[RunSpec]) -> list[RunSpec]:
