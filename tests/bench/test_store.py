@@ -157,3 +157,18 @@ def test_spec_hash_covers_defaults_and_ignores_labels(toys):
     assert json.loads(json.dumps(a.to_dict()))["solver_params"] == {"lr": 0.5, "batch_size": 2,
                                                                      "fail_at": 3}
     assert os.path.basename(a.run_id) == a.run_id and len(a.run_id) == 16
+
+
+def test_python_api(toys, tmp_path, write_suite):
+    import bench
+    trace = bench.run("toy", "toy-gd", budget={"iters": 12}, seed=1)
+    assert trace.attrs["status"] == "finished" and trace["k"].iloc[-1] == 12
+    # exact: grad Phi halves each step (lr 0.5), from x0 = 0, t = (1, 2, 3): ||grad||^2 = 14 / 4^k
+    assert trace["grad_norm_sq"].iloc[-1] == pytest.approx(14 / 4 ** 12, rel=1e-9)
+    suite = write_suite(TOY_SUITE.format(first="toy-sgd"))
+    df = bench.run_suite(suite, results_dir=str(tmp_path), executor="serial")
+    assert set(df["status"]) == {"finished"} and df["run_id"].nunique() == 4
+    loaded = bench.load_results(str(tmp_path), suite=suite)
+    pd.testing.assert_frame_equal(loaded, df)
+    with pytest.raises(bench.errors.InputError):
+        bench.run("toy", "toy-gd", solver_params={"lr": "big"})
