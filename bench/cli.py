@@ -149,6 +149,37 @@ def cmd_run(args) -> int:
     return _summary(suite.name, outcomes, len(suite.specs) - len(todo))
 
 
+NAME_RE = r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*"
+
+
+def cmd_new_solver(args) -> int:
+    """Write solvers/<name>.py from the template: a working adapter with every contract point."""
+    import re
+    import string
+    from pathlib import Path
+    import solvers as solvers_pkg
+    name = args.name
+    if not re.fullmatch(NAME_RE, name):
+        raise InputError(f"new-solver NAME: {name!r} must be lowercase letters, digits, '-' or '_', "
+                         "starting with a letter (e.g. my-method)")
+    if name in load_solvers() or name in solver_aliases():
+        raise InputError(f"new-solver NAME: solver {name!r} is already registered; "
+                         f"taken: {', '.join(sorted(load_solvers()))}")
+    folder = Path(args.dir) if args.dir else Path(solvers_pkg.__path__[0])
+    target = folder / (name.replace("-", "_") + ".py")
+    if target.exists() and not args.force:
+        raise InputError(f"new-solver: {target} exists (use --force to overwrite)")
+    if not folder.is_dir():
+        raise InputError(f"--dir {folder}: not a folder")
+    cls = "".join(part.capitalize() for part in re.split(r"[-_]", name))
+    template = Path(solvers_pkg.__path__[0], "_template.py.txt").read_text()
+    target.write_text(string.Template(template).substitute(name=name, cls=cls, title=cls))
+    out.print(f"wrote {target}: edit its docstring, HP, state, init and step; it is already "
+              f"listed (python -m bench list solvers), runnable (python -m bench run --suite "
+              f"smoke --solver {name}) and covered by tests/test_solver_contract.py", markup=False)
+    return 0
+
+
 def _canonical(names: list[str]) -> list[str]:
     aliases = solver_aliases()
     return [aliases.get(n, n) for n in names]
@@ -179,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="Exit codes: 0 ok (finished or diverged), 1 a run failed, "
                             "2 bad input, 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{list,run}")
+                                metavar="{list,run,new-solver}")
 
     p = sub.add_parser("list", help="list solvers, problems or suites with their defaults",
                        description="List registered solvers (with hyperparameters and defaults), "
@@ -217,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit without running")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("new-solver", help="write a new solver module from the template",
+                       description="Write solvers/NAME.py: a working adapter (plain approximate "
+                                   "hypergradient descent) with every contract point commented. "
+                                   "With no other edit it is listed, runnable, in the smoke suite "
+                                   "and covered by the conformance tests.")
+    p.add_argument("name", help="registry name, e.g. my-method (module my_method.py)")
+    p.add_argument("--dir", help="folder to write into (default: the solvers package; elsewhere, "
+                                 "load it with BENCH_PLUGINS=module)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_new_solver)
     return parser
 
 
