@@ -62,8 +62,20 @@ def run_serial(specs: list[RunSpec], store: Store, *, warmup: int = 2, threads: 
     return out
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker if the suite process dies (kill -9 included), so
+    that no orphaned run keeps writing after its suite is gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 def _worker(conn, results_dir: str, warmup: int, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
+    _die_with_parent()
     store = Store(results_dir)
     while True:
         msg = conn.recv()
