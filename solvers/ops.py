@@ -154,3 +154,73 @@ def require_int(hp, *fields: str) -> None:
         value = getattr(hp, name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an int, got {value!r}")
+
+
+# ------------------------------------------- stocBiO / MRBO / VRBO Neumann hypergradient
+def sample_neumann_batches(oracles, batch_size: int, n_hessian: int) -> tuple:
+    """Batches (outer, cross, hessian) of one stocBiO-type estimate, all of size batch_size.
+
+    outer = D_F for grad_x f and grad_y f (outer sampler); cross = D_G for J v and
+    hessian = (B_1, ..., B_Q), one per Neumann factor (inner sampler), drawn in that order.
+
+    The harness's samplers return disjoint blocks within an epoch (and None, the full data, when
+    batch_size >= n). No oracle call. Keep the result to evaluate ``neumann_hypergrad`` at two
+    points on the same batches (MRBO, VRBO).
+    """
+    outer = oracles.sample_outer(batch_size)
+    cross = oracles.sample_inner(batch_size)
+    return outer, cross, tuple(oracles.sample_inner(batch_size) for _ in range(n_hessian))
+
+
+def neumann_hypergrad(oracles, x: Tensor, y: Tensor, batches: tuple, lr: float) -> Tensor:
+    """stocBiO hypergradient estimate h(x, y; B) = grad_x f_{D_F} - J_{D_G} v_Q. Stacked.
+
+        v_Q = lr * sum_{q=-1}^{Q-1} prod_{j=Q-q}^{Q} (I - lr H_{B_j}) grad_y f_{D_F}
+            = lr * [I + (I - lr H_{B_1}) + (I - lr H_{B_2})(I - lr H_{B_1}) + ...] grad_y f_{D_F}
+
+    as in Ji, Yang, Liang, "Bilevel Optimization: Convergence Analysis and Enhanced Design",
+    ICML 2021, eq. (6) of Algorithm 2 (stocBiO), https://arxiv.org/abs/2010.07962: the sum starts
+    at q = -1 whose empty product is the identity, so Q Hessian batches give Q + 1 terms (the
+    truncated Neumann series lr * sum_{q=0}^{Q} (I - lr H)^q in expectation over independent
+    batches). The leading lr is kept (the authors' code drops it on all but one term, drops the
+    identity term, and reuses one Hessian batch for all factors). ALGORITHMS.md's formula lacks
+    the identity term; this follows the paper. Factor q uses B_q (the paper multiplies in the
+    reverse order, equal in law for independent batches).
+    ``batches = (outer, cross, hessian)`` (see sample_neumann_batches; any index the oracles
+    take: None, a slice, a LongTensor) is explicit so that the same index sets can be used
+    at several points; stacked x, y (leading dim P) share every batch.
+    Cost: 1 grad_f + Q hvp + 1 cross per point.
+    """
+    outer, cross, hessian = batches
+    fx, fy = oracles.grad_f(x, y, outer)
+    it = iter(hessian)
+    v = neumann(lambda w: oracles.hvp(x, y, w, next(it)), fy, len(hessian) + 1, lr)
+    return fx - oracles.cross(x, y, v, cross)
+
+
+# ------------------------------------------------------------- SGD on the linear system
+def linear_sgd(matvec: MatVec, b: Tensor, v0: Tensor, steps: int, lr: float) -> Tensor:
+    """``steps`` gradient steps v <- v - lr * (H v - b) on 1/2 v^T H v - b^T v, from v0. Stacked.
+
+    The inner loop of AmIGO's linear solver (Arbel and Mairal, ICLR 2022): with a warm start v0
+    it amortizes the solve of H v = b across outer steps. A stochastic ``matvec`` (a fresh
+    Hessian minibatch per call) gives its SGD; b stays fixed over the steps. From v0 = 0 with a
+    deterministic matvec it is the partial sum lr * sum_{q=0}^{steps-1} (I - lr H)^q b, i.e.
+    neumann(matvec, b, steps, lr) (which spends one matvec less).
+    Cost: ``steps`` calls of ``matvec``.
+    """
+    v = v0
+    for _ in range(steps):
+        v = v - lr * (matvec(v) - b)
+    return v
+
+
+def outer_step(opt: str, m: Tensor, v: Tensor, grad: Tensor, k: int, lr: float):
+    """The outer update of the ES family: ("sgd") lr * grad, or ("adam") an Adam step.
+
+    Returns (update, m, v); x_{k+1} = x_k - update. Moments pass through unchanged under sgd.
+    No oracle.
+    """
+    if opt == "adam":
+        return adam(m, v, grad, k, lr)
+    return lr * grad, m, v

@@ -1,4 +1,4 @@
-"""AID-CG against the closed-form quadratic (T1): hypergradient, convergence, cost, contract."""
+"""AID-CG and AID-NS against the closed-form quadratic (T1): hypergradient, convergence, cost, contract."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from bench.oracles import Oracles, make_generators
 from problems.quadratic import Quadratic, QuadraticParams
-from solvers.aid import AidCG, AidCGHP
+from solvers.aid import AidCG, AidCGHP, AidNS, AidNSHP
 
 D64 = torch.float64
 
@@ -102,3 +102,87 @@ def test_registered():
     from bench.registry import resolve_solver
     assert resolve_solver("aid-cg") == ("aid-cg", AidCG)
     assert AidCG.stochastic is False and AidCG.needs_second_order is True
+
+
+# --------------------------------------------------------------------------------- AID-NS
+def ns_closed_form(m, x, y_start, alpha, t_steps, n_terms):
+    """AID-NS estimate from explicit matrices: y^T = (I - alpha A)^T (y_start - y*) + y*, then
+    grad_x f - C [alpha sum_{q<N} (I - alpha A)^q] grad_y f at (x, y^T); returns (y^T, h)."""
+    a, c = m["A"], m["C"]
+    eye = torch.eye(a.shape[0], dtype=a.dtype)
+    step = eye - alpha * a
+    y_star = -torch.linalg.solve(a, c.T @ x + m["a"])
+    y_t = torch.linalg.matrix_power(step, t_steps) @ (y_start - y_star) + y_star
+    series = alpha * sum(torch.linalg.matrix_power(step, q) for q in range(n_terms))
+    fy = m["F"] @ y_t + m["E"].T @ x + m["b"]
+    return y_t, m["G"] @ x + m["E"] @ y_t + m["c"] - c @ (series @ fy)
+
+
+def start_ns(prob, hp, seed=0):
+    gens = make_generators(seed)
+    o = Oracles(prob, gens["sampling"])
+    return o, AidNS().init(o, prob.x0, prob.y0, hp, gens["solver"])
+
+
+def test_ns_estimate_matches_truncated_series_closed_form_without_v_warm_start():
+    prob = make_problem()
+    m = prob.mean_matrices()
+    _, grad_phi, _, _ = closed_form(m)
+    # T = 3, N = 4 at alpha = 0.5: far from y* and from A^{-1} (mu/L = 0.1), so the closed form
+    # differs from the exact hypergradient by O(1) relative; the match is to rounding
+    # (a few dozen flops per entry in float64: 1e-10 relative is ample)
+    alpha, t_steps, n_terms = 0.5, 3, 4
+    hp = AidNSHP(inner_steps=t_steps, neumann_steps=n_terms, inner_lr=alpha, outer_lr=0.2)
+    _, s = start_ns(prob, hp)
+    for _ in range(2):           # step 2: y warm-started from y_1^T, v NOT warm-started
+        s1 = AidNS().step(s)
+        y_t, h = ns_closed_form(m, s.x, s.y, alpha, t_steps, n_terms)
+        torch.testing.assert_close(s1.y, y_t, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(s1.hypergrad, h, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(s1.x, s.x - 0.2 * h, rtol=1e-10, atol=1e-12)
+        assert torch.equal(s1.hypergrad_x, s.x)
+        # the check can fail: the exact hypergradient is far outside the tolerance
+        assert float((grad_phi(s.x) - h).norm()) > 1e-3 * float(h.norm())
+        s = s1
+
+
+def test_ns_converges_to_stationary_point_with_many_terms():
+    prob = make_problem()
+    m = prob.mean_matrices()
+    _, grad_phi, hess, x_opt = closed_form(m)
+    # N = 200 terms at alpha = 1/L leave (1 - mu/L)^200 <= 0.9^200 ~ 7e-10 of H^{-1} grad_y f out
+    # of v: the fixed point's ||grad Phi||^2 is ~1e-18 relative, far below the 1e-10 threshold.
+    # Budget: as in test_converges_to_stationary_point (exact GD needs cond/2 ln(g0/1e-10)).
+    alpha = 1.0 / float(torch.linalg.eigvalsh(m["A"])[-1])
+    hp = AidNSHP(inner_lr=alpha, neumann_steps=200,
+                 outer_lr=1.0 / float(torch.linalg.eigvalsh(hess)[-1]))
+    cond = float(torch.linalg.cond(hess))
+    budget = math.ceil(cond * math.log(float(grad_phi(prob.x0).square().sum()) / 1e-10))
+    assert budget <= 3000, "instance too ill-conditioned for a fast test"
+    _, s = start_ns(prob, hp)
+    for _ in range(budget):
+        s = AidNS().step(s)
+    assert float(grad_phi(s.x).square().sum()) <= 1e-10
+    torch.testing.assert_close(s.x, x_opt, rtol=1e-5, atol=1e-5)
+
+
+def test_ns_oracle_counts_per_step():
+    prob = make_problem(p=4, d=3)
+    o, s = start_ns(prob, AidNSHP(inner_steps=7, neumann_steps=5))
+    for k in range(1, 4):
+        s = AidNS().step(s)      # the q = 0 term of the series is grad_y f itself: N - 1 hvps
+        assert o.calls == {"grad_g": 7 * k, "grad_f": k, "hvp": 4 * k, "cross": k,
+                           "hvp_cross": 0, "g": 0, "f": 0}
+
+
+@pytest.mark.parametrize("field,value", [("inner_steps", 0), ("neumann_steps", 0),
+                                         ("neumann_steps", 3.0), ("inner_lr", 0.0), ("outer_lr", -1.0)])
+def test_ns_hp_validation(field, value):
+    with pytest.raises(ValueError, match=field):
+        AidNSHP(**{field: value})
+
+
+def test_ns_registered():
+    from bench.registry import resolve_solver
+    assert resolve_solver("aid-ns") == ("aid-ns", AidNS)
+    assert AidNS.stochastic is False and AidNS.needs_second_order is True

@@ -7,7 +7,7 @@ import torch
 from bench.oracles import Oracles, make_generators
 from problems.quadratic import Quadratic, QuadraticParams
 from solvers import ops
-from solvers.esj import Esj, EsjHP
+from solvers.esj import Esj, EsjHP, EsjS, EsjSHP
 
 D64 = torch.float64
 
@@ -127,13 +127,19 @@ def test_converges_on_deterministic_quadratic():
     assert sum(tail) / len(tail) <= 3 * floor, (sum(tail) / len(tail), floor)
 
 
+@pytest.mark.parametrize("solver", ["esj", "hozog"])
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_outer_update_rule(opt):
-    """Given the estimate h (checked above), x_1 = x_0 - beta h (SGD) or the first Adam step,
-    whose bias corrections make it x_0 - beta h / (|h| + eps)."""
+def test_outer_update_rule(opt, solver):
+    """Given the estimate h (checked above and in test_hozog.py), x_1 = x_0 - beta h (SGD) or
+    the first Adam step, whose bias corrections make it x_0 - beta h / (|h| + eps)."""
+    from solvers.hozog import Hozog, HozogHP
+    cls, hp_cls = {"esj": (Esj, EsjHP), "hozog": (Hozog, HozogHP)}[solver]
     prob = make_problem(p=4, d=3)
-    _, s = start(prob, EsjHP(n_directions=2, outer_opt=opt, outer_lr=0.05))
-    s1 = Esj().step(s)
+    gens = make_generators(0)
+    o = Oracles(prob, gens["sampling"])
+    s = cls().init(o, prob.x0, prob.y0, hp_cls(n_directions=2, outer_opt=opt, outer_lr=0.05),
+                   gens["solver"])
+    s1 = cls().step(s)
     h = s1.hypergrad
     step = 0.05 * h if opt == "sgd" else 0.05 * h / (h.abs() + 1e-8)
     torch.testing.assert_close(s1.x, prob.x0 - step, rtol=1e-12, atol=1e-14)
@@ -231,3 +237,110 @@ def test_pzobo_alias_resolves():
     from bench.registry import resolve_solver
     assert resolve_solver("pzobo") == ("esj", Esj)
     assert resolve_solver("esj") == ("esj", Esj)
+
+
+# ------------------------------------------------------------------------------ ESJ-S
+
+def make_stochastic(p=10, d=10, n=128, seed=0):
+    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed),
+                     device="cpu", dtype=D64)
+
+
+def independent_batch_estimate(o, x, y0, u, mu, hp):
+    """The WRONG variant (test only): every path j = 0..Q draws its own inner minibatches (one
+    ops.inner_gd call per path, each sampling fresh batches), counted oracles as in ESJ-S."""
+    xs = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + mu * u])
+    ys = torch.stack([ops.inner_gd(o, xj, y0, hp.inner_steps, hp.inner_lr, hp.batch_size)
+                      for xj in xs])
+    fx, fy = o.grad_f(x, ys[0], o.sample_outer(hp.outer_batch_size))
+    return fx + ops.es_vjp(u, (ys[1:] - ys[0]) / mu, fy)
+
+
+def test_esjs_shared_batches_beat_independent_batches_by_noise_over_mu():
+    """Same x, same Gaussian directions u, R independent sampling seeds; target: the full-batch
+    ITD-N hypergradient h_N (closed form). Why shared batches win, on the quadratic: a path
+    driven by a fixed batch sequence S is affine in x, y_S^N(x) = b_S + J_S x. Shared S:
+    delta_j = J_S u_j exactly, whatever mu (the sampling offset b_S cancels). Independent S_j:
+    delta_j = J_{S_j} u_j + (y_{S_j}^N(x) - y_{S_0}^N(x)) / mu, so the estimate is c + v / mu
+    with c, v independent of mu given the batches: its MSE is A + 2 B / mu + V / mu^2 with
+    V = E||v||^2 ~ (2 p / Q) Var<y_S^N, grad_y f>, a sampling variance of the same order as
+    the shared estimator's whole MSE (sampling + direction noise (p + 1) ||w||^2 / Q), while
+    1 / mu^2 = 1e4 at mu = 1e-2 (the paper's range). Order of magnitude, not a bound: we
+    assert a 100x gap, and check the two exact mechanisms (mu-free shared estimate, exactly
+    affine in 1/mu independent estimate) and the 1/mu^2 growth of the independent MSE."""
+    prob = make_stochastic()
+    m = prob.mean_matrices()
+    alpha, n, q, b, reps = 0.2, 10, 4, 16, 200
+    _, _, h_n = itd_target(m, prob.x0, prob.y0, alpha, n)
+    mus = (1e-1, 1e-2, 1e-3)
+    shared = {mu: [] for mu in mus[1:]}
+    indep = {mu: [] for mu in mus}
+    for r in range(reps):
+        for mu in mus:
+            hp = EsjSHP(inner_lr=alpha, inner_steps=n, n_directions=q, mu=mu, outer_opt="sgd",
+                        batch_size=b, outer_batch_size=b, warm_start=False)
+            if mu in shared:       # same sampling seed r and direction seed at every mu
+                o = Oracles(prob, make_generators(r)["sampling"])
+                s = EsjS().init(o, prob.x0, prob.y0, hp, torch.Generator().manual_seed(123))
+                shared[mu].append(EsjS().step(s).hypergrad)
+            u = ops.gaussian_directions(q, prob.x0, torch.Generator().manual_seed(123))
+            o = Oracles(prob, make_generators(r)["sampling"])
+            indep[mu].append(independent_batch_estimate(o, prob.x0, prob.y0, u, mu, hp))
+    # exact mechanisms: the shared estimate does not depend on mu (rounding ~ eps |y| / mu) ...
+    for a, c in zip(shared[1e-2], shared[1e-3]):
+        torch.testing.assert_close(a, c, rtol=1e-7, atol=1e-8)
+    # ... the independent one is affine in 1/mu: h(mu3) = h(mu1) + t (h(mu2) - h(mu1))
+    t = (1 / mus[2] - 1 / mus[0]) / (1 / mus[1] - 1 / mus[0])
+    for h1, h2, h3 in zip(*(indep[mu] for mu in mus)):
+        torch.testing.assert_close(h3, h1 + t * (h2 - h1), rtol=1e-7, atol=1e-6)
+
+    def mse(hs):
+        return float(torch.stack(hs).sub(h_n).square().sum(1).mean())
+    mse_shared = mse(shared[1e-2])
+    assert mse(indep[1e-2]) > 100 * mse_shared, (mse(indep[1e-2]), mse_shared)
+    # 1/mu^2 growth: with V / mu^2 dominant (>= 100x the shared-like A, previous line), a
+    # 10x smaller mu multiplies the MSE by ~100 (>= 50 allows for A and the cross term B)
+    assert mse(indep[1e-3]) > 50 * mse(indep[1e-2])
+
+
+def test_esjs_oracle_counts_and_one_shared_batch_per_inner_step():
+    prob = make_stochastic(p=4, d=3, n=64)
+    gens = make_generators(0)
+
+    class Spy(Oracles):
+        log = []
+
+        def grad_g(self, x, y, idx=None, wrt="y"):
+            self.log.append(("g", tuple(x.shape), idx))
+            return super().grad_g(x, y, idx, wrt)
+
+        def grad_f(self, x, y, idx=None):
+            self.log.append(("f", tuple(x.shape), idx))
+            return super().grad_f(x, y, idx)
+
+    o = Spy(prob, gens["sampling"])
+    hp = EsjSHP(inner_steps=5, n_directions=3, batch_size=8, outer_batch_size=16)
+    s = EsjS().init(o, prob.x0, prob.y0, hp, gens["solver"])
+    for k in range(1, 4):
+        Spy.log.clear()
+        s = EsjS().step(s)
+        # one batched grad_g call per inner step on all Q + 1 paths (hence one shared minibatch),
+        # then one grad_f on an outer minibatch
+        assert [(kind, shape) for kind, shape, _ in Spy.log] == [("g", (4, 4))] * 5 + [("f", (4,))]
+        assert all(i.stop - i.start == 8 for _, _, i in Spy.log[:5])
+        assert Spy.log[5][2].stop - Spy.log[5][2].start == 16
+        assert o.calls == {"grad_g": (3 + 1) * 5 * k, "grad_f": k, "hvp": 0, "cross": 0,
+                           "hvp_cross": 0, "g": 0, "f": 0}
+        assert o.samples["grad_g"] == (3 + 1) * 5 * 8 * k and o.samples["grad_f"] == 16 * k
+    assert EsjS.stochastic is True and EsjS.needs_second_order is False
+
+
+def test_esjs_defaults_validation_and_alias():
+    from bench.registry import resolve_solver
+    hp = EsjSHP()
+    assert (hp.inner_lr, hp.inner_steps, hp.mu, hp.n_directions, hp.outer_opt, hp.outer_lr,
+            hp.batch_size, hp.outer_batch_size) == (1e-3, 20, 0.01, 1, "adam", 0.05, 128, 128)
+    for field, value in [("batch_size", 0), ("outer_batch_size", 8.0), ("mu", 0.0)]:
+        with pytest.raises(ValueError, match=field):
+            EsjSHP(**{field: value})
+    assert resolve_solver("pzobo-s") == ("esj-s", EsjS)

@@ -1,0 +1,142 @@
+"""BOME against the closed-form quadratic (T1): one update, guard, stationarity, cost, HPs."""
+import dataclasses
+
+import pytest
+import torch
+
+from bench.oracles import Oracles, make_generators
+from problems.quadratic import Quadratic, QuadraticParams
+from solvers.bome import Bome, BomeHP
+
+D64 = torch.float64
+
+
+def make_problem(p=4, d=3, mu_g=0.1, seed=0):
+    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, mu_g=mu_g,
+                                     instance_seed=seed), device="cpu", dtype=D64)
+
+
+def start(prob, hp, seed=0):
+    gens = make_generators(seed)
+    o = Oracles(prob, gens["sampling"])
+    return o, Bome().init(o, prob.x0, prob.y0, hp, gens["solver"])
+
+
+def closed_form_update(m, x, y, T, alpha, xi, eta):
+    """One BOME step from the mean matrices: y^T = y* + (I - alpha A)^T (y - y*)."""
+    a, c = m["A"], m["C"]
+    y_star = -torch.linalg.solve(a, c.T @ x + m["a"])
+    contraction = torch.linalg.matrix_power(torch.eye(a.shape[0], dtype=D64) - alpha * a, T)
+    y_t = y_star + contraction @ (y - y_star)
+    qx, qy = c @ (y - y_t), a @ y + c.T @ x + m["a"]          # grad_x g = K x + C y + r
+    fx, fy = m["G"] @ x + m["E"] @ y + m["c"], m["F"] @ y + m["E"].T @ x + m["b"]
+    q_sq = qx @ qx + qy @ qy
+    lam = max(float(eta * q_sq - (fx @ qx + fy @ qy)), 0.0) / float(q_sq)
+    return x - xi * (fx + lam * qx), y - xi * (fy + lam * qy), lam
+
+
+@pytest.mark.parametrize("near", [False, True])
+def test_one_step_matches_closed_form(near):
+    """Both branches of max(., 0): far from y*(x) the barrier is active (lam > 0); at
+    y = y*(x) + e with small e, <grad f, grad q> = O(|e|) beats eta ||grad q||^2 = O(|e|^2)
+    for one of the signs of e, which gives lam = 0."""
+    prob = make_problem(p=5, d=4)
+    m = prob.mean_matrices()
+    hp = BomeHP(inner_steps=7, inner_lr=0.6, lr=0.2, eta=0.5)
+    _, s = start(prob, hp)
+    if near:
+        ys = [prob.y_star(s.x) + sign * 1e-3 * torch.ones(4, dtype=D64) for sign in (1, -1)]
+        y = min(ys, key=lambda v: closed_form_update(m, s.x, v, 7, 0.6, 0.2, 0.5)[2])
+    else:
+        y = s.y + 0.5
+    s = dataclasses.replace(s, y=y)
+    x1, y1, lam = closed_form_update(m, s.x, s.y, 7, 0.6, 0.2, 0.5)
+    assert (lam == 0) == near
+    s1 = Bome().step(s)
+    torch.testing.assert_close(s1.x, x1, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(s1.y, y1, rtol=1e-10, atol=1e-12)
+    assert s1.lam == pytest.approx(lam, rel=1e-10, abs=1e-12)
+    torch.testing.assert_close(s1.hypergrad, (s.x - x1) / 0.2, rtol=1e-10, atol=1e-10)
+
+
+def test_phi_value_variant():
+    """phi = eta q with q = g(x, y) - g(x, y^T) in closed form (g_i quadratic)."""
+    prob = make_problem(p=3, d=3)
+    m = prob.mean_matrices()
+    hp = BomeHP(inner_steps=5, inner_lr=0.5, lr=0.1, eta=0.5, phi="value")
+    _, s = start(prob, hp)
+    x, y = s.x, s.y + 1.0
+    s = dataclasses.replace(s, y=y)
+    a, c = m["A"], m["C"]
+    y_star = -torch.linalg.solve(a, c.T @ x + m["a"])
+    y_t = y_star + torch.linalg.matrix_power(torch.eye(3, dtype=D64) - 0.5 * a, 5) @ (y - y_star)
+
+    def g(v):
+        return 0.5 * v @ a @ v + x @ c @ v + m["a"] @ v       # the x-only terms cancel in q
+    qx, qy = c @ (y - y_t), a @ y + c.T @ x + m["a"]
+    fx, fy = m["G"] @ x + m["E"] @ y + m["c"], m["F"] @ y + m["E"].T @ x + m["b"]
+    lam = max(float(0.5 * (g(y) - g(y_t)) - (fx @ qx + fy @ qy)), 0.0) / float(qx @ qx + qy @ qy)
+    s1 = Bome().step(s)
+    assert s1.lam == pytest.approx(lam, rel=1e-10, abs=1e-12)
+    torch.testing.assert_close(s1.x, x - 0.1 * (fx + lam * qx), rtol=1e-10, atol=1e-12)
+
+
+def test_zero_grad_q_guard():
+    """At y = y*(x), grad q = 0: lam = 0 and the step is a gradient step on f (no NaN)."""
+    prob = make_problem()
+    m = prob.mean_matrices()
+    _, s = start(prob, BomeHP(lr=0.1))
+    x, y = s.x, prob.y_star(s.x)
+    s1 = Bome().step(dataclasses.replace(s, y=y))
+    assert s1.lam == 0.0
+    torch.testing.assert_close(s1.x, x - 0.1 * (m["G"] @ x + m["E"] @ y + m["c"]), rtol=1e-9, atol=1e-9)
+
+
+def run(prob, hp, steps):
+    _, s = start(prob, hp)
+    for _ in range(steps):
+        s = Bome().step(s)
+    return float(prob.hypergradient(s.x).square().sum())
+
+
+def test_reaches_stationary_point_with_bias_linear_in_step():
+    """With a constant step xi, BOME has no fixed point (grad f + lam grad q = 0 would force
+    grad q = 0 and grad f = 0); the iterates settle in an O(xi) band around y = y*(x) where lam
+    ~ 1/xi, and the exact hypergradient there is O(xi). The T-step inner error (1 - alpha mu_g)^T
+    = 0.5^10 ~ 1e-3 (mu_g = 0.5, alpha = 1 = 1/L_g) is negligible beside it. Checks:
+    (i) halving xi shrinks ||grad Phi|| by at least 1.6x (2x for an exact O(xi) law, a zero-bias
+    method would shrink it much more and an O(1) bias not at all); (ii) the O(xi) law with
+    the constant ||grad Phi(x0)||: ||grad Phi||^2 <= xi^2 ||grad Phi(x0)||^2 at xi = 0.05,
+    i.e. a reduction of 400x from the start; steps = 60 / xi is several times the relaxation
+    time 1 / (xi lambda_min(Hess Phi)) ~ 1 / (xi 0.07)."""
+    prob = make_problem(mu_g=0.5)
+    g0 = float(prob.hypergradient(prob.x0).square().sum())
+    res = {xi: run(prob, BomeHP(inner_steps=10, inner_lr=1.0, lr=xi), int(60 / xi))
+           for xi in (0.1, 0.05)}
+    assert res[0.05] <= (0.05 ** 2) * g0
+    assert res[0.05] * 1.6 ** 2 <= res[0.1]
+
+
+def test_oracle_counts():
+    prob = make_problem()
+    o, s = start(prob, BomeHP(inner_steps=6))
+    for k in range(1, 4):
+        s = Bome().step(s)
+        assert o.calls == {"grad_g": 8 * k, "grad_f": k, "hvp": 0, "cross": 0,
+                           "hvp_cross": 0, "g": 0, "f": 0}
+    o, s = start(prob, BomeHP(inner_steps=6, phi="value"))
+    s = Bome().step(s)
+    assert o.calls["g"] == 2 and o.calls["grad_g"] == 8
+
+
+@pytest.mark.parametrize("field,value", [("inner_steps", 0), ("inner_steps", 2.0), ("inner_lr", 0.0),
+                                         ("lr", -1.0), ("eta", 0.0), ("phi", "q")])
+def test_hp_validation(field, value):
+    with pytest.raises(ValueError, match=field):
+        BomeHP(**{field: value})
+
+
+def test_registered():
+    from bench.registry import resolve_solver
+    assert resolve_solver("bome") == ("bome", Bome)
+    assert Bome.stochastic is False and Bome.needs_second_order is False
