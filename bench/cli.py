@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import sys
 from collections import Counter
 from typing import Optional
@@ -149,6 +150,74 @@ def cmd_run(args) -> int:
     return _summary(suite.name, outcomes, len(suite.specs) - len(todo))
 
 
+def cmd_tune(args) -> int:
+    from bench import tune
+    from bench.registry import resolve_problem, resolve_solver
+    grid = tune.parse_grid(args.grid)
+    seeds = _seeds(args.seeds)
+    budget = Budget.parse(args.budget)
+    base = tune.parse_assignments(args.base or "", "--base")
+    label = args.problem
+    if args.suite:
+        suite = suites.load(args.suite, seeds=[seeds[0]])
+        try:
+            sname = resolve_solver(args.solver)[0]
+        except KeyError as exc:
+            raise InputError(f"--solver: {exc.args[0]}") from None
+        match = [s for s in suite.specs if s.problem_label == label and s.solver == sname]
+        if not match:
+            have = sorted({s.problem_label for s in suite.specs})
+            raise InputError(f"--problem: no problem labelled {label!r} with solver {sname} in suite "
+                             f"{suite.name}; valid labels: {', '.join(have)}")
+        problem, pparams = match[0].problem, dict(match[0].problem_params)
+        base = {**match[0].solver_params, **base}
+    else:
+        try:
+            resolve_problem(args.problem)
+        except KeyError as exc:
+            raise InputError(f"--problem: {exc.args[0]}") from None
+        problem, pparams = args.problem, {}
+    pparams.update(tune.parse_assignments(args.problem_params or "", "--problem-params"))
+    points = tune.build_points(problem, pparams, args.solver, base, grid, seeds, budget,
+                               device=args.device, label=label)
+    metric = args.metric or resolve_problem(problem).main_metric
+    store = Store(args.results_dir)
+    store.check_writable()
+    specs = [s for pt in points for s in pt.specs if not store.has_result(s.run_id)]
+    err.print(f"tune {args.solver} on {label}: {len(points)} grid points x {len(seeds)} seeds, "
+              f"{len(specs)} runs to do -> {store.raw}")
+    with Progress(TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=args.quiet, auto_refresh=False) as bar:
+        task = bar.add_task("tune", total=len(specs))
+        executors.run(specs, store, jobs=args.jobs, warmup=args.warmup, threads=args.threads,
+                      on_done=lambda o: (bar.update(task, advance=1), bar.refresh()),
+                      on_tick=bar.refresh)
+    tune.score(points, store, metric)
+    t = Table(title=f"median final {metric} over seeds (lower is better)")
+    for col in (*grid, metric, "diverged/failed"):
+        t.add_column(col)
+    for pt in sorted(points, key=lambda q: q.score):
+        t.add_row(*(str(pt.params[k]) for k in grid), f"{pt.score:.4g}", str(pt.bad))
+    out.print(t)
+    best = min(points, key=lambda q: q.score)
+    if not math.isfinite(best.score):
+        err.print("no grid point finished every seed; nothing to recommend")
+        return 1
+    for key, values in grid.items():
+        if len(values) > 2 and best.params[key] in (values[0], values[-1]):
+            err.print(f"note: the best {key} = {best.params[key]!r} is at the edge of its grid; "
+                      "consider widening it")
+    out.print(f"# paste under the [[solvers]] entry of {args.solver} in the suite file",
+              markup=False, soft_wrap=True)
+    out.print(tune.snippet(best, label, metric, "python -m bench tune " + " ".join(
+        _quote(a) for a in sys.argv[2:])), markup=False, soft_wrap=True)
+    return 0
+
+
+def _quote(arg: str) -> str:
+    return f'"{arg}"' if " " in arg else arg
+
+
 NAME_RE = r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*"
 
 
@@ -210,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="Exit codes: 0 ok (finished or diverged), 1 a run failed, "
                             "2 bad input, 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{list,run,new-solver}")
+                                metavar="{list,run,tune,new-solver}")
 
     p = sub.add_parser("list", help="list solvers, problems or suites with their defaults",
                        description="List registered solvers (with hyperparameters and defaults), "
@@ -248,6 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit without running")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tune", help="grid-search a solver's hyperparameters on one problem",
+                       description="Run a small grid of hyperparameters x seeds with a short "
+                                   "budget (through the store: finished runs are reused) and print "
+                                   "the best setting as a suite-file snippet. Score: median over "
+                                   "seeds of the final metric; any diverged or failed seed = inf.")
+    p.add_argument("--problem", required=True,
+                   help="problem name, or with --suite the label of one of the suite's problems")
+    p.add_argument("--suite", help="take the problem's parameters and the solver's hyperparameters "
+                                   "from this suite (name or .toml path)")
+    p.add_argument("--problem-params", metavar="K=V,...", help="problem parameters, e.g. 'dim_x=10,dim_y=10'")
+    p.add_argument("--solver", required=True, help="solver name or alias")
+    p.add_argument("--base", metavar="K=V,...", help="fixed hyperparameters, e.g. 'batch_size=64'")
+    p.add_argument("--grid", required=True, metavar="'K=V1,V2 K2=...'",
+                   help="grid, e.g. 'outer_lr=1e-3,1e-2,1e-1 inner_lr=0.1,0.5'")
+    p.add_argument("--seeds", default="0-2", help="seeds (default 0-2)")
+    p.add_argument("--budget", default="iters=500", help="budget of each run (default iters=500)")
+    p.add_argument("--metric", help="metric to minimize (default: the problem's main metric)")
+    p.add_argument("--results-dir", default="results", help="results folder (default: results)")
+    p.add_argument("--jobs", type=int, default=max(1, min(cpu_count(), 4)), help="worker processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--warmup", type=int, default=0, help="untimed warm-up steps (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("new-solver", help="write a new solver module from the template",
                        description="Write solvers/NAME.py: a working adapter (plain approximate "
