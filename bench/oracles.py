@@ -30,31 +30,37 @@ KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross", "g", "f")
 
 
 class BlockSampler:
-    """Random contiguous blocks of [0, n), without replacement within an epoch."""
+    """Random contiguous blocks of [0, n), without replacement within an epoch.
+
+    An epoch is floor(n / b) blocks of b consecutive indices, laid end to end on the circle
+    [0, n) from a uniformly random offset and visited in random order. By rotation symmetry
+    every sample has the same probability of being in an epoch (the n mod b samples left out
+    are a random arc), so minibatch means are unbiased. Blocks are slices (views); the one
+    block that wraps past n, if any, is a LongTensor (a gather).
+    """
 
     def __init__(self, n: int, generator: torch.Generator):
         self.n, self.gen = n, generator
-        self.b, self.starts, self.pos = 0, [], 0
+        self.b, self.blocks, self.pos = 0, [], 0
 
     def __call__(self, batch_size: int) -> Index:
-        if batch_size == self.b and self.pos < len(self.starts):      # fast path: same epoch
-            s = self.starts[self.pos]
+        if batch_size == self.b and self.pos < len(self.blocks):      # fast path: same epoch
             self.pos += 1
-            return slice(s, s + batch_size)
+            return self.blocks[self.pos - 1]
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if batch_size >= self.n:
             return None
-        if batch_size != self.b or self.pos >= len(self.starts):
-            self.b, self.pos = batch_size, 0
-            n_blocks = self.n // batch_size
-            shift = int(torch.randint(0, self.n - n_blocks * batch_size + 1, (1,),
-                                      generator=self.gen))
-            order = torch.randperm(n_blocks, generator=self.gen).tolist()
-            self.starts = [shift + k * batch_size for k in order]
-        s = self.starts[self.pos]
-        self.pos += 1
-        return slice(s, s + batch_size)
+        n, b = self.n, batch_size
+        shift = int(torch.randint(0, n, (1,), generator=self.gen))
+        order = torch.randperm(n // b, generator=self.gen).tolist()
+        self.blocks = []
+        for k in order:
+            s = (shift + k * b) % n
+            self.blocks.append(slice(s, s + b) if s + b <= n else
+                               torch.cat((torch.arange(s, n), torch.arange(0, s + b - n))))
+        self.b, self.pos = b, 1
+        return self.blocks[0]
 
 
 def _over_points(fn, *args):

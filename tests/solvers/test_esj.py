@@ -7,6 +7,7 @@ import torch
 from bench.oracles import Oracles, make_generators
 from problems.quadratic import Quadratic, QuadraticParams
 from solvers import ops
+from problems.base import batch_size_of
 from solvers.esj import Esj, EsjHP, EsjS, EsjSHP
 
 D64 = torch.float64
@@ -327,8 +328,8 @@ def test_esjs_oracle_counts_and_one_shared_batch_per_inner_step():
         # one batched grad_g call per inner step on all Q + 1 paths (hence one shared minibatch),
         # then one grad_f on an outer minibatch
         assert [(kind, shape) for kind, shape, _ in Spy.log] == [("g", (4, 4))] * 5 + [("f", (4,))]
-        assert all(i.stop - i.start == 8 for _, _, i in Spy.log[:5])
-        assert Spy.log[5][2].stop - Spy.log[5][2].start == 16
+        assert all(batch_size_of(i, prob.n_inner) == 8 for _, _, i in Spy.log[:5])
+        assert batch_size_of(Spy.log[5][2], prob.n_outer) == 16
         assert o.calls == {"grad_g": (3 + 1) * 5 * k, "grad_f": k, "hvp": 0, "cross": 0,
                            "hvp_cross": 0, "g": 0, "f": 0}
         assert o.samples["grad_g"] == (3 + 1) * 5 * 8 * k and o.samples["grad_f"] == 16 * k

@@ -114,7 +114,7 @@ def test_oracle_counts_and_shared_inner_batch():
     # Algorithm 1 draws one inner index i per step for D_y and the second-order terms
     for t in range(0, len(o.seen), 3):
         (k1, i1), (k2, i2), (k3, _) = o.seen[t:t + 3]
-        assert (k1, k2, k3) == ("grad_g", "hvp_cross", "grad_f") and i1 == i2 and i1 is not None
+        assert (k1, k2, k3) == ("grad_g", "hvp_cross", "grad_f") and i1 is i2 and i1 is not None
 
 
 @pytest.mark.parametrize("field,value", [("inner_lr", 0.0), ("outer_lr", -0.1),
