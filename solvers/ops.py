@@ -224,3 +224,64 @@ def outer_step(opt: str, m: Tensor, v: Tensor, grad: Tensor, k: int, lr: float):
     if opt == "adam":
         return adam(m, v, grad, k, lr)
     return lr * grad, m, v
+
+
+# ------------------------------------- randomly truncated Neumann hypergradient (BSA, TTSA)
+def random_neumann_hypergrad(oracles, x: Tensor, y: Tensor, n_terms: int, lr: float,
+                             batch_size: int, generator: torch.Generator) -> Tensor:
+    """Ghadimi-Wang hypergradient estimate with a random Neumann truncation level. Stacked.
+
+        q ~ U{0, ..., N-1} (from ``generator``),  B_1..B_q fresh inner batches,
+        h = grad_x f_{D_F} - J_{D_G} [N lr prod_{j=1}^{q} (I - lr H_{B_j})] grad_y f_{D_F}
+
+    (Ghadimi and Wang, "Approximation Methods for Bilevel Programming", arXiv 1802.02246, 2018,
+    the estimate of their BSA method with lr = 1/L_g; reused by TTSA, Hong et al., SIAM J. Optim. 2023). For
+    independent batches E[h] = grad_x f - J lr sum_{q=0}^{N-1} (I - lr H)^q grad_y f, the N-term
+    truncated Neumann series (``neumann(.., N, lr)``): the factor N makes the single random
+    term unbiased for the sum. Batches are drawn with sample_neumann_batches(oracles,
+    batch_size, q) after q. Cost: 1 grad_f + q hvp + 1 cross per point (mean (N-1)/2 hvp).
+    """
+    q = int(torch.randint(n_terms, (1,), generator=generator))
+    outer, cross, hessian = sample_neumann_batches(oracles, batch_size, q)
+    fx, fy = oracles.grad_f(x, y, outer)
+    v = fy
+    for batch in hessian:
+        v = v - lr * oracles.hvp(x, y, v, batch)
+    return fx - oracles.cross(x, y, (n_terms * lr) * v, cross)
+
+
+# ------------------------------------------------------------ SAGA tables (SABA)
+def per_sample(call: Callable, idx, n: int) -> tuple:
+    """Per-sample values of a counted oracle: one call per sample of idx, stacked by row.
+
+    ``call(slice(i, i + 1))`` returns a tensor or a tuple of tensors (e.g. a closure over
+    ``oracles.grad_g`` at fixed x, y); idx is None (all n samples), a slice or a LongTensor.
+    Returns (rows, values): rows a LongTensor of the sample indices, values a tuple with one
+    (len(rows), ...) tensor per output. Cost: len(rows) calls of ``call``, one sample each, so
+    the oracle counters are exact (same samples as one batched call, more calls).
+    """
+    if idx is None:
+        rows = torch.arange(n)
+    elif isinstance(idx, slice):
+        rows = torch.arange(*idx.indices(n))
+    else:
+        rows = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+    outs = [call(slice(i, i + 1)) for i in rows.tolist()]
+    outs = [o if isinstance(o, tuple) else (o,) for o in outs]
+    return rows, tuple(torch.stack(col) for col in zip(*outs))
+
+
+def saga(table: Tensor, mean: Tensor, rows: Tensor, new: Tensor) -> tuple:
+    """SAGA estimate of the mean of per-sample values, and the refreshed table (out of place).
+
+        est   = mean_{i in B} (new_i - table_i) + mean_all(table)
+        table <- table with rows B replaced by new;  mean <- mean + sum_B (new_i - table_i) / n
+
+    (Defazio, Bach, Lacoste-Julien, NeurIPS 2014). table: (n, m), mean: (m,) its row mean,
+    rows: distinct LongTensor indices B, new: (|B|, m). Unbiased for mean_i new_i over a
+    uniform B when every row is refreshed. Returns (est, table, mean); no input is modified.
+    No oracle.
+    """
+    diff = new - table[rows]
+    est = diff.mean(0) + mean
+    return est, table.index_copy(0, rows, new), mean + diff.sum(0) / table.shape[0]

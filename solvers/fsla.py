@@ -1,0 +1,97 @@
+"""FSLA: fully single-loop bilevel method; y, the linear-system variable v and x move together.
+
+Li, Gu, Huang, "A Fully Single Loop Algorithm for Bilevel Optimization without Hessian
+Inverse", AAAI 2022, Algorithm 1 (FSLA), https://arxiv.org/abs/2112.04660.
+
+Per step k, with fresh batches B (y step), B_H, D_v (v step) and D_F, D_G (hypergradient):
+
+    y_{k+1} = y_k - beta_k grad_y g_B(x_k, y_k)
+    v_{k+1} = v_k - eta_k (H_{B_H}(x_k, y_{k+1}) v_k - grad_y f_{D_v}(x_k, y_{k+1}))   (one forward step)
+    nu(x, y, v) = grad_x f_{D_F}(x, y) - J_{D_G}(x, y) v
+    d_k = nu(x_k, y_{k+1}, v_{k+1}) + (1 - rho_k)(d_{k-1} - nu(x_{k-1}, y_k, v_k))   (STORM, same D_F, D_G)
+    x_{k+1} = x_k - alpha_k d_k
+    k = 0: d_0 = nu(x_0, y_1, v_1) (plain estimate); v_0 = 0.
+    beta_k, eta_k, alpha_k = (inner_lr, linsys_lr, outer_lr) / (k+1)^decay,
+    rho_k = min(1, momentum / (k+1)^decay)
+
+v tracks H^{-1} grad_y f (one SGD step on 1/2 v^T H v - grad_y f^T v per iteration, warm start).
+Symbols -> FslaHP fields: beta = inner_lr, eta = linsys_lr, alpha = outer_lr, rho = momentum,
+decay = decay, every batch = batch_size.
+Cost per step (k >= 1): 1 grad_g + 3 grad_f + 1 hvp + 2 cross (k = 0: 2 grad_f, 1 cross).
+Defaults: the benchopt bilevel benchmark's FSLA (benchmark_bilevel, solvers/fsla.py): step 0.1
+for y, v and x, momentum weight 0.1, all decaying as (k+1)^{-1/2}; batch 64.
+Deviations from the paper: the step and momentum schedules are the benchmark's (we could not
+check the paper's constants offline); no projection. The previous point of the STORM
+correction is (x_{k-1}, y_k, v_k), starting from x_0, and d_0 is a plain estimate: nothing
+starts at zero except v_0 (the benchmark starts x_{-1} and d_{-1} at zero, which biases the
+first directions for long since rho_k decays like the step size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+from solvers import ops
+from solvers.base import Context, register, require_nonnegative, require_positive
+
+
+@dataclass(frozen=True)
+class FslaHP:
+    inner_lr: float = 0.1      # beta, y step factor
+    linsys_lr: float = 0.1     # eta, v step factor
+    outer_lr: float = 0.1      # alpha, x step factor
+    momentum: float = 0.1      # rho, STORM weight factor (rho_k = min(1, rho / (k+1)^decay))
+    decay: float = 0.5         # exponent of every schedule
+    batch_size: int = 64       # |B| = |B_H| = |D_v| = |D_F| = |D_G|
+
+    def __post_init__(self):
+        ops.require_int(self, "batch_size")
+        require_positive(self, "inner_lr", "linsys_lr", "outer_lr", "momentum", "batch_size")
+        require_nonnegative(self, "decay")
+
+
+@dataclass(frozen=True)
+class FslaState:
+    x: torch.Tensor                              # x_k
+    y: torch.Tensor                              # y_k
+    v: torch.Tensor                              # v_k (~ H^{-1} grad_y f)
+    x_prev: torch.Tensor                         # x_{k-1} (x_0 before the first step)
+    d: torch.Tensor                              # d_{k-1}, momentum direction (unused at k = 0)
+    k: int
+    ctx: Context
+    hypergrad: Optional[torch.Tensor] = None     # d_{k-1} (None before the first step)
+    hypergrad_x: Optional[torch.Tensor] = None   # x_{k-1}, where d_{k-1} was formed
+
+
+@register
+class Fsla:
+    """FSLA (Li, Gu, Huang, 2022). See the module docstring."""
+
+    name = "fsla"
+    HP, State = FslaHP, FslaState
+    stochastic, needs_second_order = True, True
+
+    def init(self, oracles, x0, y0, hp: FslaHP, generator: torch.Generator) -> FslaState:
+        x = ops.detached(x0)
+        return FslaState(x=x, y=ops.detached(y0), v=torch.zeros_like(y0), x_prev=ops.detached(x0),
+                         d=torch.zeros_like(x), k=0, ctx=Context(oracles, hp, generator))
+
+    def step(self, s: FslaState) -> FslaState:
+        o, hp, _ = s.ctx
+        beta, eta, alpha, rho = (ops.poly_decay(c, hp.decay, s.k) for c in
+                                 (hp.inner_lr, hp.linsys_lr, hp.outer_lr, hp.momentum))
+        x = s.x
+        y = s.y - beta * o.grad_g(x, s.y, o.sample_inner(hp.batch_size))        # Alg.1 y step
+        ih, jv = o.sample_inner(hp.batch_size), o.sample_outer(hp.batch_size)
+        v = s.v - eta * (o.hvp(x, y, s.v, ih) - o.grad_f(x, y, jv)[1])           # Alg.1 v step
+        jf, jc = o.sample_outer(hp.batch_size), o.sample_inner(hp.batch_size)
+        if s.k == 0:                                                             # Alg.1 plain estimate
+            d = o.grad_f(x, y, jf)[0] - o.cross(x, y, v, jc)
+        else:                                                                    # same D_F, D_G at both
+            xs, ys, vs = torch.stack((x, s.x_prev)), torch.stack((y, s.y)), torch.stack((v, s.v))
+            nu = o.grad_f(xs, ys, jf)[0] - o.cross(xs, ys, vs, jc)
+            d = nu[0] + (1 - min(1.0, rho)) * (s.d - nu[1])                      # Alg.1 STORM
+        return replace(s, x=x - alpha * d, y=y, v=v, x_prev=x, d=d, k=s.k + 1,   # Alg.1 x step
+                       hypergrad=d, hypergrad_x=x)
