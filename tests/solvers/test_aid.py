@@ -4,16 +4,12 @@ import math
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.aid import AidCG, AidCGHP, AidNS, AidNSHP
 
-D64 = torch.float64
+from quadhelpers import make_problem, starter
 
-
-def make_problem(p=10, d=10, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, instance_seed=seed),
-                     device="cpu", dtype=D64)
+start = starter(AidCG)
+start_ns = starter(AidNS)
 
 
 def closed_form(m):
@@ -31,12 +27,6 @@ def closed_form(m):
     hess = m["G"] + m["E"] @ dy + dy.T @ m["E"].T + dy.T @ m["F"] @ dy
     x_opt = -torch.linalg.solve(hess, grad_phi(torch.zeros(c.shape[0], dtype=c.dtype)))
     return y_star, grad_phi, hess, x_opt
-
-
-def start(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, AidCG().init(o, prob.x0, prob.y0, hp, gens["solver"])
 
 
 def tuned_hp(m, hess, **kw):
@@ -116,12 +106,6 @@ def ns_closed_form(m, x, y_start, alpha, t_steps, n_terms):
     series = alpha * sum(torch.linalg.matrix_power(step, q) for q in range(n_terms))
     fy = m["F"] @ y_t + m["E"].T @ x + m["b"]
     return y_t, m["G"] @ x + m["E"] @ y_t + m["c"] - c @ (series @ fy)
-
-
-def start_ns(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, AidNS().init(o, prob.x0, prob.y0, hp, gens["solver"])
 
 
 def test_ns_estimate_matches_truncated_series_closed_form_without_v_warm_start():

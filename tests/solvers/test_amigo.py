@@ -4,22 +4,12 @@ import math
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
+from bench.oracles import Oracles
 from solvers.amigo import Amigo, AmigoHP
 
-D64 = torch.float64
+from quadhelpers import make_problem, starter
 
-
-def make_problem(p=10, d=10, n=1, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed),
-                     device="cpu", dtype=D64)
-
-
-def start(prob, hp, seed=0, oracles_cls=Oracles):
-    gens = make_generators(seed)
-    o = oracles_cls(prob, gens["sampling"])
-    return o, Amigo().init(o, prob.x0, prob.y0, hp, gens["solver"])
+start = starter(Amigo)
 
 
 def step_closed_form(m, x, y_start, z_start, hp):

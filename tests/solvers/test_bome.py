@@ -1,25 +1,17 @@
 """BOME against the closed-form quadratic (T1): one update, guard, stationarity, cost, HPs."""
 import dataclasses
+import functools
 
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.bome import Bome, BomeHP
 
-D64 = torch.float64
+import quadhelpers
+from quadhelpers import D64, starter
 
-
-def make_problem(p=4, d=3, mu_g=0.1, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, mu_g=mu_g,
-                                     instance_seed=seed), device="cpu", dtype=D64)
-
-
-def start(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, Bome().init(o, prob.x0, prob.y0, hp, gens["solver"])
+make_problem = functools.partial(quadhelpers.make_problem, p=4, d=3, mu_g=0.1)
+start = starter(Bome)
 
 
 def closed_form_update(m, x, y, T, alpha, xi, eta):

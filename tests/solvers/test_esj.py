@@ -1,34 +1,19 @@
 """ESJ / PZOBO against the closed-form quadratic (T1): its ITD-N target, cost, convergence."""
 import dataclasses
+import functools
 
 import pytest
 import torch
 
 from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers import ops
 from problems.base import batch_size_of
 from solvers.esj import Esj, EsjHP, EsjS, EsjSHP
 
-D64 = torch.float64
+from quadhelpers import D64, exact_grad, make_problem, starter
 
-
-def make_problem(p=10, d=10, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, instance_seed=seed),
-                     device="cpu", dtype=D64)
-
-
-def start(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, Esj().init(o, prob.x0, prob.y0, hp, gens["solver"])
-
-
-def exact_grad(m, x):
-    """grad Phi(x) = grad_x f + (dy*/dx)^T grad_y f at y*(x), dy*/dx = -A^{-1} C^T."""
-    dy = -torch.linalg.solve(m["A"], m["C"].T)
-    y_star = -torch.linalg.solve(m["A"], m["C"].T @ x + m["a"])
-    return m["G"] @ x + m["E"] @ y_star + m["c"] + dy.T @ (m["F"] @ y_star + m["E"].T @ x + m["b"])
+start = starter(Esj)
+make_stochastic = functools.partial(make_problem, n=128)
 
 
 def itd_target(m, x, y0, alpha, n):
@@ -241,11 +226,6 @@ def test_pzobo_alias_resolves():
 
 
 # ------------------------------------------------------------------------------ ESJ-S
-
-def make_stochastic(p=10, d=10, n=128, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed),
-                     device="cpu", dtype=D64)
-
 
 def independent_batch_estimate(o, x, y0, u, mu, hp):
     """The WRONG variant (test only): every path j = 0..Q draws its own inner minibatches (one

@@ -1,26 +1,19 @@
 """F2SA against the closed-form quadratic (T1): one full-batch step, O(1/lam) bias of the
 x-direction, convergence to the lam-biased stationary point, batches and cost, HPs."""
 import dataclasses
+import functools
 
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.f2sa import F2sa, F2saHP
 
-D64 = torch.float64
+import quadhelpers
+from quadhelpers import D64, LoggingOracles, starter
 
-
-def make_problem(p=4, d=3, n=1, mu_g=0.5, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, mu_g=mu_g,
-                                     instance_seed=seed), device="cpu", dtype=D64)
-
-
-def start(prob, hp, seed=0, oracles_cls=Oracles):
-    gens = make_generators(seed)
-    o = oracles_cls(prob, gens["sampling"])
-    return o, F2sa().init(o, prob.x0, prob.y0, hp, gens["solver"])
+# mu_g = 0.5, n = 1 by default
+make_problem = functools.partial(quadhelpers.make_problem, p=4, d=3, mu_g=0.5)
+start = starter(F2sa)
 
 
 def closed_form(m):
@@ -118,14 +111,13 @@ def test_run_reaches_lam_biased_stationary_point():
     assert float((x_lam - prob.x_opt()).norm()) > 1e-4
 
 
-class SpyOracles(Oracles):
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.seen = []
+class SpyOracles(LoggingOracles):
+    """Records (wrt, x.dim(), idx) of every grad_g call."""
 
-    def grad_g(self, x, y, idx=None, wrt="y"):
+    logged = ("grad_g",)
+
+    def _log(self, kind, x, y, idx, wrt):
         self.seen.append((wrt, x.dim(), idx))
-        return super().grad_g(x, y, idx, wrt)
 
 
 def test_minibatches_and_cost():

@@ -6,52 +6,20 @@ import dataclasses
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.fsla import Fsla, FslaHP
 
-D64 = torch.float64
+from quadhelpers import D64, LoggingOracles, grad_phi, make_problem, starter
+
+start = starter(Fsla)
 
 
-def make_problem(p=10, d=10, n=1, seed=0, **kw):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed, **kw),
-                     device="cpu", dtype=D64)
-
-
-def grad_phi(m, x):
-    y = -torch.linalg.solve(m["A"], m["C"].T @ x + m["a"])
-    fy = m["F"] @ y + m["E"].T @ x + m["b"]
-    return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ torch.linalg.solve(m["A"], fy)
-
-
-class SpyOracles(Oracles):
+class SpyOracles(LoggingOracles):
     """Records (kind, index, stacked points) of every oracle call."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.seen = []
+    logged = ("grad_g", "grad_f", "hvp", "cross")
 
-    def grad_g(self, x, y, idx=None, wrt="y"):
-        self.seen.append(("grad_g", idx, x, y))
-        return super().grad_g(x, y, idx, wrt)
-
-    def grad_f(self, x, y, idx=None):
-        self.seen.append(("grad_f", idx, x, y))
-        return super().grad_f(x, y, idx)
-
-    def hvp(self, x, y, v, idx=None):
-        self.seen.append(("hvp", idx, x, y))
-        return super().hvp(x, y, v, idx)
-
-    def cross(self, x, y, v, idx=None):
-        self.seen.append(("cross", idx, x, y))
-        return super().cross(x, y, v, idx)
-
-
-def start(prob, hp, seed=0, oracles_cls=Oracles):
-    gens = make_generators(seed)
-    o = oracles_cls(prob, gens["sampling"])
-    return o, Fsla().init(o, prob.x0, prob.y0, hp, gens["solver"])
+    def _log(self, kind, x, y, idx, wrt):
+        self.seen.append((kind, idx, x, y))
 
 
 def test_full_batch_steps_are_exact():

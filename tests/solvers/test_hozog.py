@@ -3,22 +3,12 @@ not for grad Phi; cost; outer and inner-start rules."""
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
+from bench.oracles import Oracles
 from solvers.hozog import Hozog, HozogHP
 
-D64 = torch.float64
+from quadhelpers import exact_grad, make_problem, starter
 
-
-def make_problem(p=10, d=10, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, instance_seed=seed),
-                     device="cpu", dtype=D64)
-
-
-def start(prob, hp, seed=0, oracles_cls=Oracles):
-    gens = make_generators(seed)
-    o = oracles_cls(prob, gens["sampling"])
-    return o, Hozog().init(o, prob.x0, prob.y0, hp, gens["solver"])
+start = starter(Hozog)
 
 
 def path_affine(m, y0, alpha, n):
@@ -40,13 +30,6 @@ def f_quadratic(m, y0, alpha, n):
     big_m = m["G"] + m["E"] @ j_n + j_n.T @ m["E"].T + j_n.T @ m["F"] @ j_n
     q = m["c"] + m["E"] @ b_n + j_n.T @ (m["F"] @ b_n + m["b"])
     return big_m, q
-
-
-def exact_grad(m, x):
-    """grad Phi(x) = grad_x f + (dy*/dx)^T grad_y f at y*(x), dy*/dx = -A^{-1} C^T."""
-    dy = -torch.linalg.solve(m["A"], m["C"].T)
-    y_star = -torch.linalg.solve(m["A"], m["C"].T @ x + m["a"])
-    return m["G"] @ x + m["E"] @ y_star + m["c"] + dy.T @ (m["F"] @ y_star + m["E"].T @ x + m["b"])
 
 
 def test_estimate_is_unbiased_for_grad_f_of_the_n_step_path_not_grad_phi():

@@ -4,22 +4,11 @@ import math
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.itd import Itd, ItdHP
 
-D64 = torch.float64
+from quadhelpers import make_problem, starter
 
-
-def make_problem(p=10, d=10, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, instance_seed=seed),
-                     device="cpu", dtype=D64)
-
-
-def start(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, Itd().init(o, prob.x0, prob.y0, hp, gens["solver"])
+start = starter(Itd)
 
 
 def itd_closed_form(m, y0, alpha, n):

@@ -1,22 +1,20 @@
 """Penalty method against the closed-form quadratic (T1): gradients of P, O(1/gamma) bias,
 growing-penalty convergence, tolerance loop, cost, HP validation."""
 import dataclasses
+import functools
 
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.penalty import Penalty, PenaltyHP
 
-D64 = torch.float64
+import quadhelpers
+from quadhelpers import D64, starter
 
-
-def make_problem(p=4, d=3, mu_g=0.5, seed=0):
-    # mu_g = 0.5: the penalty Hessian below is positive definite from gamma = 1 on (with the
-    # default mu_g = 0.1 it is indefinite at gamma = 1: P_1 is unbounded below there)
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=1, n_outer=1, mu_g=mu_g,
-                                     instance_seed=seed), device="cpu", dtype=D64)
+# mu_g = 0.5: the penalty Hessian below is positive definite from gamma = 1 on (with the
+# default mu_g = 0.1 it is indefinite at gamma = 1: P_1 is unbounded below there)
+make_problem = functools.partial(quadhelpers.make_problem, p=4, d=3, mu_g=0.5)
+start = starter(Penalty)
 
 
 def penalty_closed_form(m, gamma):
@@ -27,12 +25,6 @@ def penalty_closed_form(m, gamma):
     hess = hf + gamma * mm @ mm.T
     z = -torch.linalg.solve(hess, torch.cat((m["c"], m["b"])) + gamma * mm @ m["a"])
     return hess, z
-
-
-def start(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, Penalty().init(o, prob.x0, prob.y0, hp, gens["solver"])
 
 
 def step_sizes(m, gamma):

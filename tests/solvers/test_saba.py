@@ -1,32 +1,18 @@
 """SABA against the closed-form quadratic (T1): SAGA unbiasedness, init pass, cost, convergence."""
 import dataclasses
+import functools
 
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
+from bench.oracles import Oracles
 from solvers import ops
 from solvers.saba import Saba, SabaHP
 
-D64 = torch.float64
+import quadhelpers
+from quadhelpers import D64, deterministic_radius, full_directions, phi_minimizer, starter, wrong_target
 
-
-def make_problem(p=4, d=3, n=8, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed),
-                     device="cpu", dtype=D64)
-
-
-def full_directions(m, x, y, v):
-    """SOBA's full-batch directions from the mean matrices (independent of the solver)."""
-    return (m["A"] @ y + m["C"].T @ x + m["a"],
-            m["A"] @ v + m["F"] @ y + m["E"].T @ x + m["b"],
-            m["C"] @ v + m["G"] @ x + m["E"] @ y + m["c"])
-
-
-def start(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, Saba().init(o, prob.x0.clone(), prob.y0.clone(), hp, gens["solver"])
+make_problem = functools.partial(quadhelpers.make_problem, p=4, d=3, n=8)
+start = starter(Saba, clone=True)
 
 
 def test_saga_estimator_is_unbiased_over_batch_draws():
@@ -102,31 +88,6 @@ def test_full_batch_step_is_soba_direction():
     torch.testing.assert_close(s1.y, s.y - 0.2 * d_y, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(s1.v, s.v - 0.2 * d_v, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(s1.x, s.x - 0.1 * d_x, rtol=1e-10, atol=1e-10)
-
-
-def wrong_target(m):
-    """Minimizer of Phi without the implicit term: grad_x f(x, y*(x)) = 0 (a plausible bug)."""
-    dy = -torch.linalg.solve(m["A"], m["C"].T)
-    y0 = -torch.linalg.solve(m["A"], m["a"])
-    return -torch.linalg.solve(m["G"] + m["E"] @ dy, m["E"] @ y0 + m["c"])
-
-
-def phi_minimizer(m):
-    dy = -torch.linalg.solve(m["A"], m["C"].T)
-    y0 = -torch.linalg.solve(m["A"], m["a"])
-    hess = m["G"] + m["E"] @ dy + dy.T @ m["E"].T + dy.T @ m["F"] @ dy
-    return -torch.linalg.solve(hess, m["E"] @ y0 + m["c"] + dy.T @ (m["F"] @ y0 + m["b"]))
-
-
-def deterministic_radius(m, rho, gamma):
-    """Spectral radius of the full-batch constant-step SOBA map on (y, v, x) (linear here)."""
-    A, C, F, E, G = (m[k] for k in "ACFEG")
-    d, p = A.shape[0], G.shape[0]
-    jac = torch.cat([torch.cat([A, torch.zeros(d, d, dtype=D64), C.T], 1),   # D_y
-                     torch.cat([F, A, E.T], 1),                                # D_v
-                     torch.cat([E, C, G], 1)])                                 # D_x
-    steps = torch.cat([torch.full((2 * d,), rho, dtype=D64), torch.full((p,), gamma, dtype=D64)])
-    return torch.linalg.eigvals(torch.eye(2 * d + p, dtype=D64) - steps[:, None] * jac).abs().max()
 
 
 def test_converges_linearly_to_x_opt_with_constant_steps():

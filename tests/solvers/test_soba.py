@@ -5,17 +5,12 @@ import math
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers import ops
 from solvers.soba import Soba, SobaHP
 
-D64 = torch.float64
+from quadhelpers import D64, LoggingOracles, make_problem, starter
 
-
-def make_problem(p=10, d=10, n=1, seed=0):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed),
-                     device="cpu", dtype=D64)
+start = starter(Soba)
 
 
 def phi_hessian(m):
@@ -31,30 +26,13 @@ def x_star(m):
     return -torch.linalg.solve(phi_hessian(m), grad0)
 
 
-class SpyOracles(Oracles):
+class SpyOracles(LoggingOracles):
     """Records the index set of every grad_g / hvp_cross / grad_f call."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.seen = []
+    logged = ("grad_g", "hvp_cross", "grad_f")
 
-    def grad_g(self, x, y, idx=None, wrt="y"):
-        self.seen.append(("grad_g", idx))
-        return super().grad_g(x, y, idx, wrt)
-
-    def hvp_cross(self, x, y, v, idx=None):
-        self.seen.append(("hvp_cross", idx))
-        return super().hvp_cross(x, y, v, idx)
-
-    def grad_f(self, x, y, idx=None):
-        self.seen.append(("grad_f", idx))
-        return super().grad_f(x, y, idx)
-
-
-def start(prob, hp, seed=0, oracles_cls=Oracles):
-    gens = make_generators(seed)
-    o = oracles_cls(prob, gens["sampling"])
-    return o, Soba().init(o, prob.x0, prob.y0, hp, gens["solver"])
+    def _log(self, kind, x, y, idx, wrt):
+        self.seen.append((kind, idx))
 
 
 def test_one_step_matches_closed_form_directions():

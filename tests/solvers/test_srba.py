@@ -1,25 +1,17 @@
 """SRBA against the closed-form quadratic (T1): full-batch recursion = SOBA, cost, convergence."""
 import dataclasses
+import functools
 
 import pytest
 import torch
-from test_saba import (
-    D64,
-    deterministic_radius,
-    full_directions,
-    make_problem,
-    phi_minimizer,
-    wrong_target,  # sibling module: pytest puts tests/solvers on sys.path
-)
 
-from bench.oracles import Oracles, make_generators
 from solvers.srba import Srba, SrbaHP
 
+import quadhelpers
+from quadhelpers import D64, deterministic_radius, full_directions, phi_minimizer, starter, wrong_target
 
-def start(prob, hp, seed=0):
-    gens = make_generators(seed)
-    o = Oracles(prob, gens["sampling"])
-    return o, Srba().init(o, prob.x0.clone(), prob.y0.clone(), hp, gens["solver"])
+make_problem = functools.partial(quadhelpers.make_problem, p=4, d=3, n=8)
+start = starter(Srba, clone=True)
 
 
 def test_full_batch_recursion_reproduces_soba_directions():

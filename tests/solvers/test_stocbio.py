@@ -7,16 +7,11 @@ import pytest
 import torch
 
 from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers import ops
 from solvers.stocbio import StocBiO, StocBiOHP
 
-D64 = torch.float64
-
-
-def make_problem(p=10, d=10, n=1, seed=0, **kw):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed, **kw),
-                     device="cpu", dtype=D64)
+from quadhelpers import D64, grad_phi, make_problem
+from quadhelpers import make_oracles as oracles_for
 
 
 def neumann_target(m, x, y, eta, n_terms, leading_eta=True, identity=True):
@@ -35,17 +30,6 @@ def neumann_target(m, x, y, eta, n_terms, leading_eta=True, identity=True):
         power = step @ power
     v = (eta if leading_eta else 1.0) * total @ fy
     return fx - m["C"] @ v
-
-
-def grad_phi(m, x):
-    """Exact hypergradient from the mean matrices."""
-    y = -torch.linalg.solve(m["A"], m["C"].T @ x + m["a"])
-    fy = m["F"] @ y + m["E"].T @ x + m["b"]
-    return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ torch.linalg.solve(m["A"], fy)
-
-
-def oracles_for(prob, seed=0):
-    return Oracles(prob, make_generators(seed)["sampling"])
 
 
 def test_estimator_mean_is_truncated_neumann_target_with_eta_and_identity():

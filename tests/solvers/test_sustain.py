@@ -6,58 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.sustain import Sustain, SustainHP
 
-D64 = torch.float64
+from quadhelpers import D64, SpyOracles, grad_phi, make_problem, starter
 
-
-def make_problem(p=10, d=10, n=1, seed=0, **kw):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed, **kw),
-                     device="cpu", dtype=D64)
-
-
-def grad_phi(m, x):
-    y = -torch.linalg.solve(m["A"], m["C"].T @ x + m["a"])
-    fy = m["F"] @ y + m["E"].T @ x + m["b"]
-    return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ torch.linalg.solve(m["A"], fy)
-
-
-class SpyOracles(Oracles):
-    """Records (kind, index set, evaluated points) of every grad_g / grad_f / hvp / cross call."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.seen = []
-
-    def _log(self, kind, x, y, idx):
-        key = (None if idx is None else (idx.start, idx.stop) if isinstance(idx, slice)
-               else tuple(idx.tolist()))
-        xs, ys = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
-        self.seen.append((kind, key, [tuple(torch.cat((a, b)).tolist()) for a, b in zip(xs, ys)]))
-
-    def grad_g(self, x, y, idx=None, wrt="y"):
-        self._log("grad_g", x, y, idx)
-        return super().grad_g(x, y, idx, wrt)
-
-    def grad_f(self, x, y, idx=None):
-        self._log("grad_f", x, y, idx)
-        return super().grad_f(x, y, idx)
-
-    def hvp(self, x, y, v, idx=None):
-        self._log("hvp", x, y, idx)
-        return super().hvp(x, y, v, idx)
-
-    def cross(self, x, y, v, idx=None):
-        self._log("cross", x, y, idx)
-        return super().cross(x, y, v, idx)
-
-
-def start(prob, hp, seed=0, oracles_cls=Oracles):
-    gens = make_generators(seed)
-    o = oracles_cls(prob, gens["sampling"])
-    return o, Sustain().init(o, prob.x0, prob.y0, hp, gens["solver"]), gens["solver"]
+start = starter(Sustain, return_gen=True)
 
 
 def test_full_batch_directions_and_steps_are_exact():

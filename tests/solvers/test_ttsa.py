@@ -4,42 +4,9 @@ import pytest
 import torch
 
 from bench.oracles import Oracles, make_generators
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.ttsa import Ttsa, TtsaHP
 
-D64 = torch.float64
-
-
-def make_problem(p=10, d=10, n=1, seed=0, **kw):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed, **kw),
-                     device="cpu", dtype=D64)
-
-
-def neumann_target(m, x, y, eta, n_terms, scale=1.0):
-    """grad_x f - C scale eta sum_{q=0}^{n_terms-1} (I - eta A)^q grad_y f, from the mean matrices."""
-    fy = m["F"] @ y + m["E"].T @ x + m["b"]
-    step = torch.eye(m["A"].shape[0], dtype=D64) - eta * m["A"]
-    term, total = fy, torch.zeros_like(fy)
-    for _ in range(n_terms):
-        total, term = total + term, step @ term
-    return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ (scale * eta * total)
-
-
-def grad_phi(m, x):
-    y = -torch.linalg.solve(m["A"], m["C"].T @ x + m["a"])
-    fy = m["F"] @ y + m["E"].T @ x + m["b"]
-    return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ torch.linalg.solve(m["A"], fy)
-
-
-class IidOracles(Oracles):
-    """Minibatches drawn i.i.d. with replacement, so that distinct batches are independent (the
-    harness's samplers give disjoint blocks, whose products are biased at order 1/n)."""
-
-    def sample_inner(self, batch_size):
-        return torch.randint(self.n_inner, (batch_size,), generator=self.iid)
-
-    def sample_outer(self, batch_size):
-        return torch.randint(self.n_outer, (batch_size,), generator=self.iid)
+from quadhelpers import D64, IidOracles, grad_phi, make_problem, neumann_target
 
 
 def test_hypergradient_is_unbiased_at_the_new_inner_point():

@@ -6,25 +6,13 @@ import itertools
 import pytest
 import torch
 
-from bench.oracles import Oracles, make_generators
 from bench.runner import execute
 from bench.spec import make_spec
-from problems.quadratic import Quadratic, QuadraticParams
 from solvers.vrbo import Vrbo, VrboHP
-from tests.solvers.test_mrbo import SpyOracles, grad_phi, neumann_target
 
-D64 = torch.float64
+from quadhelpers import SpyOracles, grad_phi, make_problem, neumann_target, starter
 
-
-def make_problem(p=10, d=10, n=1, seed=0, **kw):
-    return Quadratic(QuadraticParams(dim_x=p, dim_y=d, n_inner=n, n_outer=n, instance_seed=seed, **kw),
-                     device="cpu", dtype=D64)
-
-
-def start(prob, hp, seed=0, oracles_cls=Oracles):
-    gens = make_generators(seed)
-    o = oracles_cls(prob, gens["sampling"])
-    return o, Vrbo().init(o, prob.x0, prob.y0, hp, gens["solver"])
+start = starter(Vrbo)
 
 
 def test_full_batch_estimates_track_exact_values_through_refresh_and_carry():
