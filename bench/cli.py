@@ -99,14 +99,44 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    # ---- validate everything before anything is written
+def _check_exec_options(args) -> None:
     if args.jobs < 1:
         raise InputError(f"--jobs: must be >= 1, got {args.jobs}")
     if args.threads < 1:
         raise InputError(f"--threads: must be >= 1, got {args.threads}")
     if args.warmup < 0:
         raise InputError(f"--warmup: must be >= 0, got {args.warmup}")
+
+
+def _execute(todo, store: Store, args, title: str) -> Optional[list]:
+    """Run specs with a progress bar; the outcomes, or None when interrupted (Ctrl-C)."""
+    store.clean_temporary()
+    outcomes: list[executors.Outcome] = []
+    try:
+        # refreshed by hand (no refresh thread), so that worker processes fork a single-threaded parent
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=err,
+                      transient=False, disable=args.quiet, auto_refresh=False) as bar:
+            task = bar.add_task(title, total=len(todo), last="")
+
+            def on_done(o: executors.Outcome) -> None:
+                outcomes.append(o)
+                bar.update(task, advance=1, last=f"{o.status:8s} {o.label}")
+                bar.refresh()
+
+            executors.run(todo, store, executor=getattr(args, "executor", "process"),
+                          jobs=args.jobs, warmup=args.warmup, threads=args.threads,
+                          on_done=on_done, on_tick=bar.refresh)
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted: {len(outcomes)} run(s) of this invocation are stored in "
+                  f"{store.raw}; run the same command again to resume (stored runs are skipped).")
+        return None
+    return outcomes
+
+
+def cmd_run(args) -> int:
+    # ---- validate everything before anything is written
+    _check_exec_options(args)
     budget = Budget.parse(args.budget) if args.budget else None
     suite = suites.load(args.suite, seeds=_seeds(args.seeds) if args.seeds else None,
                         budget=budget, device=args.device,
@@ -125,27 +155,8 @@ def cmd_run(args) -> int:
             out.print(f"{mark} {s.run_id} {s.problem_label}/{s.solver_label}/seed{s.seed} "
                       f"budget={_budget_text(s.budget)}", markup=False)
         return 0
-    store.clean_temporary()
-
-    outcomes: list[executors.Outcome] = []
-    try:
-        # refreshed by hand (no refresh thread), so that worker processes fork a single-threaded parent
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=err,
-                      transient=False, disable=args.quiet, auto_refresh=False) as bar:
-            task = bar.add_task(suite.name, total=len(todo), last="")
-
-            def on_done(o: executors.Outcome) -> None:
-                outcomes.append(o)
-                bar.update(task, advance=1, last=f"{o.status:8s} {o.label}")
-                bar.refresh()
-
-            executors.run(todo, store, executor=args.executor, jobs=args.jobs,
-                          warmup=args.warmup, threads=args.threads, on_done=on_done,
-                          on_tick=bar.refresh)
-    except KeyboardInterrupt:
-        err.print(f"\ninterrupted: {len(outcomes)} run(s) of this invocation are stored in "
-                  f"{store.raw}; run the same command again to resume (stored runs are skipped).")
+    outcomes = _execute(todo, store, args, suite.name)
+    if outcomes is None:
         return 130
     return _summary(suite.name, outcomes, len(suite.specs) - len(todo))
 
@@ -153,6 +164,7 @@ def cmd_run(args) -> int:
 def cmd_tune(args) -> int:
     from bench import tune
     from bench.registry import resolve_problem, resolve_solver
+    _check_exec_options(args)
     grid = tune.parse_grid(args.grid)
     seeds = _seeds(args.seeds)
     budget = Budget.parse(args.budget)
@@ -186,12 +198,8 @@ def cmd_tune(args) -> int:
     specs = [s for pt in points for s in pt.specs if not store.has_result(s.run_id)]
     err.print(f"tune {args.solver} on {label}: {len(points)} grid points x {len(seeds)} seeds, "
               f"{len(specs)} runs to do -> {store.raw}")
-    with Progress(TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, disable=args.quiet, auto_refresh=False) as bar:
-        task = bar.add_task("tune", total=len(specs))
-        executors.run(specs, store, jobs=args.jobs, warmup=args.warmup, threads=args.threads,
-                      on_done=lambda o: (bar.update(task, advance=1), bar.refresh()),
-                      on_tick=bar.refresh)
+    if _execute(specs, store, args, "tune") is None:
+        return 130
     tune.score(points, store, metric)
     t = Table(title=f"median final {metric} over seeds (lower is better)")
     for col in (*grid, metric, "diverged/failed"):
@@ -272,6 +280,20 @@ def _summary(name: str, outcomes: list, skipped: int) -> int:
     return 1 if counts.get("failed") else 0
 
 
+def _add_exec_options(p: argparse.ArgumentParser, warmup: int) -> None:
+    """Options shared by the commands that execute runs (run, tune)."""
+    p.add_argument("--results-dir", default="results",
+                   help="results folder; raw runs go to <dir>/raw (default: results)")
+    p.add_argument("--jobs", type=int, default=max(1, min(cpu_count(), 4)),
+                   help="parallel worker processes (default: number of cores, at most 4)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads per run (default 1: reproducible whatever --jobs)")
+    p.add_argument("--warmup", type=int, default=warmup,
+                   help=f"untimed warm-up steps on a throwaway copy before each run (default {warmup})")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench",
                      description="Benchmark harness for bilevel optimizers: run suites of solvers "
@@ -302,20 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", metavar="SPEC",
                    help="budget for every run instead of the suite's, e.g. 'iters=1000', "
                         "'seconds=10,calls=1e5', 'samples=1e6', 'iters=1e4,target=grad_norm_sq<=1e-8'")
-    p.add_argument("--results-dir", default="results",
-                   help="results folder; raw runs go to <dir>/raw (default: results)")
     p.add_argument("--executor", default="process", choices=executors.EXECUTORS,
                    help="process: worker processes isolating crashes (default); serial: in this process")
-    p.add_argument("--jobs", type=int, default=max(1, min(cpu_count(), 4)),
-                   help="parallel worker processes (default: number of cores, at most 4)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads per run (default 1: reproducible whatever --jobs)")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="untimed warm-up steps on a throwaway copy before each run (default 2)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    _add_exec_options(p, warmup=2)
     p.add_argument("--force", action="store_true", help="rerun specs whose result is stored")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit without running")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("tune", help="grid-search a solver's hyperparameters on one problem",
@@ -335,12 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0-2", help="seeds (default 0-2)")
     p.add_argument("--budget", default="iters=500", help="budget of each run (default iters=500)")
     p.add_argument("--metric", help="metric to minimize (default: the problem's main metric)")
-    p.add_argument("--results-dir", default="results", help="results folder (default: results)")
-    p.add_argument("--jobs", type=int, default=max(1, min(cpu_count(), 4)), help="worker processes")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    p.add_argument("--warmup", type=int, default=0, help="untimed warm-up steps (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_exec_options(p, warmup=0)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("new-solver", help="write a new solver module from the template",

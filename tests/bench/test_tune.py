@@ -46,7 +46,8 @@ def test_diverged_points_score_inf(toys, tmp_path, capsys):
 
 
 def test_bad_tune_input_is_rejected(toys, tmp_path, capsys):
-    for extra in (["--grid", "lrr=1,2"], ["--grid", "lr=fast"], ["--grid", "lr=-1"]):
+    for extra in (["--grid", "lrr=1,2"], ["--grid", "lr=fast"], ["--grid", "lr=-1"],
+                  ["--grid", "lr=0.5", "--jobs", "0"], ["--grid", "lr=0.5", "--warmup", "-1"]):
         code = main(["tune", "--problem", "toy", "--solver", "toy-gd", "--results-dir",
                      str(tmp_path / "r"), *extra])
         err = capsys.readouterr().err.strip()
