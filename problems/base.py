@@ -24,13 +24,28 @@ with the exact signatures and return conventions of ``bench.oracles.Oracles``:
 ``grad_g(x, y, idx, wrt)``, ``grad_f(x, y, idx)``, ``hvp(x, y, v, idx)``, ``cross(x, y, v, idx)``,
 ``hvp_cross(x, y, v, idx)``. Missing ones are derived from ``g`` and ``f`` with torch.func.
 
+Small test instance: the class attribute ``test_params`` (a dict of ``Params`` fields, default
+``{}`` = the defaults) names a small instance (a few dimensions, a few dozen samples) on which
+the generic conformance test ``tests/problems/test_problem_contract.py`` checks the problem in
+float64: oracles against autograd of g and f, minibatches, stacked points, shapes and dtypes,
+and the declared ground truth against the oracles. Keep it small: the test is run on every
+registered problem.
+
+Metrics: ``main_metric`` names the metric leaderboards and ``bench tune`` rank on (lower is
+better); ``metrics`` must report it. Helpers for subclasses: ``check`` (parameter validation
+with the message format of the harness) and ``pointwise`` (write g and f for one point; stacked
+points are vmapped).
+
 A problem never imports a solver, the runner or the store.
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, ClassVar, Optional, Union
 
 import torch
+from torch.func import vmap
 
 Index = Union[None, slice, torch.Tensor]
 
@@ -66,6 +81,30 @@ def batch_size_of(idx: Index, n: int) -> int:
     return int(idx.numel())
 
 
+def check(params: Any, name: str, ok: bool, rule: str) -> None:
+    """Raise ``ValueError("<name> must be <rule>, got <value>")`` unless ok (Params validation)."""
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {getattr(params, name)!r}")
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def pointwise(fn):
+    """Decorator for ``g``/``f`` written for 1-D x and y: stacked points (B, dim) are vmapped."""
+    @functools.wraps(fn)
+    def wrapper(self, x, y, idx: Index = None):
+        if x.dim() == 2:
+            return vmap(lambda a, b: fn(self, a, b, idx))(x, y)
+        return fn(self, x, y, idx)
+    return wrapper
+
+
 class Problem:
     """Base class of every problem. Subclasses set the class attributes and implement g, f."""
 
@@ -74,6 +113,7 @@ class Problem:
     default_dtype: ClassVar[torch.dtype] = torch.float64
     main_metric: ClassVar[str] = "grad_norm_sq"  # what leaderboards rank on (lower is better)
     description: ClassVar[str] = ""
+    test_params: ClassVar[dict] = {}            # Params fields of a small instance (see above)
 
     # instance attributes every subclass sets in __init__
     dim_x: int

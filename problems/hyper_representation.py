@@ -1,0 +1,139 @@
+"""T5 hyper-representation, linear: a linear representation (outer) under a ridge head (inner).
+
+The linear setting of the ESJ paper (Sow, Ji, Liang, "Hessian-free bilevel optimizer via
+evolution strategies", 2022; its numbers p = 64, d = 128, n = 500, ridge 0.1, read here as a
+representation from R^128 to R^64 and 500 training and 500 validation samples). Synthetic data
+from ``instance_seed``: rows a ~ N(0, I_m) (m = ``dim_in``), targets t = a . beta + noise * eps
+with beta ~ N(0, I_m), eps ~ N(0, 1). x = vec(L) holds the m x p representation L
+(p = ``dim_rep``, row-major), y = w in R^p the head. With A the training rows, B the validation
+rows:
+
+    g_i(x, w) = 1/2 (a_i^T L w - t_i)^2 + ridge / 2 ||w||^2          (i < n_inner = n_train)
+    f_j(x, w) = 1/2 (b_j^T L w - t_j)^2                              (j < n_outer = n_val)
+
+Exact, with Z = A L, H = Z^T Z / n + ridge I, residuals r = A L w - t (train), q = B L w - t (val):
+
+    w*(L) = H^{-1} Z^T t / n,          v = H^{-1} grad_w f = H^{-1} L^T B^T q / n_val
+    grad Phi(L) = B^T q w^T / n_val - (A^T r v^T + A^T A L v w^T) / n       at w = w*(L)
+
+Start: L0 ~ N(0, 1 / m) entrywise (from the instance seed), w0 = 0. Metrics: ``val_loss`` =
+Phi(x) (main), ``test_loss`` (``n_test`` fresh samples), both at w*(L); ``grad_norm_sq``,
+``value``, ``inner_gap``. Phi is nonconvex in L (no closed-form minimizer; its infimum is the
+noise floor, about noise^2 / 2, approached when beta lies in the range of L).
+Deviation: the ESJ paper's data generation is not fully specified in the text; this reading
+keeps its sizes and ridge, not its exact numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from problems.base import (
+    Index,
+    Problem,
+    check,
+    is_int,
+    is_real,
+    pointwise,
+    register,
+    take,
+)
+
+
+@dataclass(frozen=True)
+class HyperRepresentationParams:
+    """Instance of T5 (linear)."""
+
+    dim_in: int = 128          # m, input features (ESJ: d = 128)
+    dim_rep: int = 64          # p, representation size (ESJ: p = 64)
+    n_train: int = 500         # samples of g (ESJ: n = 500)
+    n_val: int = 500           # samples of f
+    n_test: int = 500          # samples of the test metric
+    ridge: float = 0.1         # ridge of the head (ESJ: 0.1)
+    noise: float = 0.1         # standard deviation of the target noise
+    instance_seed: int = 0     # seed of the data and of L0
+
+    def __post_init__(self):
+        for name in ("dim_in", "dim_rep", "n_train", "n_val", "n_test"):
+            check(self, name, is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1")
+        check(self, "ridge", is_real(self.ridge) and self.ridge > 0, "a finite number > 0")
+        check(self, "noise", is_real(self.noise) and self.noise >= 0, "a finite number >= 0")
+        check(self, "instance_seed", is_int(self.instance_seed) and self.instance_seed >= 0, "an int >= 0")
+
+
+@register
+class HyperRepresentation(Problem):
+    """T5 linear hyper-representation with closed-form w* and grad Phi (module docstring)."""
+
+    name = "hyperrep-linear"
+    Params = HyperRepresentationParams
+    description = "T5 linear representation + ridge head, ESJ paper's setting (exact w*, grad Phi)"
+    main_metric = "val_loss"
+    test_params: ClassVar[dict] = {"dim_in": 5, "dim_rep": 3, "n_train": 20, "n_val": 15, "n_test": 10}
+
+    def __init__(self, params: HyperRepresentationParams, device="cpu", dtype: torch.dtype | None = None):
+        super().__init__(params, device, dtype)
+        m, p = params.dim_in, params.dim_rep
+        gen = torch.Generator().manual_seed(params.instance_seed)
+        beta = torch.randn(m, generator=gen, dtype=torch.float64)
+        self.data = {}
+        for split, n in (("train", params.n_train), ("val", params.n_val), ("test", params.n_test)):
+            a = torch.randn(n, m, generator=gen, dtype=torch.float64)
+            t = a @ beta + params.noise * torch.randn(n, generator=gen, dtype=torch.float64)
+            self.data[split] = (a.to(self.device, self.dtype), t.to(self.device, self.dtype))
+        l0 = torch.randn(m * p, generator=gen, dtype=torch.float64) / m ** 0.5
+        self.dim_x, self.dim_y = m * p, p
+        self.n_inner, self.n_outer = params.n_train, params.n_val
+        self.x0 = l0.to(self.device, self.dtype)
+        self.y0 = torch.zeros(p, device=self.device, dtype=self.dtype)
+
+    def _rep(self, x):
+        return x.view(self.params.dim_in, self.params.dim_rep)
+
+    def loss(self, split: str, x, w, idx: Index = None):
+        """Mean 1/2 squared error of the predictor L w on the samples idx of a split (1-D x, w)."""
+        a, t = self.data[split]
+        return 0.5 * (take(a, idx) @ (self._rep(x) @ w) - take(t, idx)).square().mean()
+
+    @pointwise
+    def g(self, x, y, idx: Index = None):
+        return self.loss("train", x, y, idx) + 0.5 * self.params.ridge * y.square().sum()
+
+    @pointwise
+    def f(self, x, y, idx: Index = None):
+        return self.loss("val", x, y, idx)
+
+    def _system(self, x):
+        """(H, A L) at L = x."""
+        a = self.data["train"][0]
+        z = a @ self._rep(x)
+        eye = torch.eye(self.dim_y, device=self.device, dtype=self.dtype)
+        return z.T @ z / a.shape[0] + self.params.ridge * eye, z
+
+    def y_star(self, x):
+        (h, z), t = self._system(x), self.data["train"][1]
+        return torch.linalg.solve(h, z.T @ t / z.shape[0])
+
+    def hypergradient(self, x):
+        h, z = self._system(x)
+        (a, t), (b, tv) = self.data["train"], self.data["val"]
+        lr = self._rep(x)
+        w = torch.linalg.solve(h, z.T @ t / a.shape[0])
+        q = b @ (lr @ w) - tv
+        bq = b.T @ q / b.shape[0]
+        v = torch.linalg.solve(h, lr.T @ bq)
+        r = z @ w - t
+        grad = torch.outer(bq, w) - (torch.outer(a.T @ r, v) + torch.outer(a.T @ (z @ v), w)) / a.shape[0]
+        return grad.reshape(-1)
+
+    def value(self, x):
+        return self.f(x, self.y_star(x))
+
+    def metrics(self, x, y):
+        out = super().metrics(x, y)
+        with torch.no_grad():
+            w = self.y_star(x)
+            out["val_loss"], out["test_loss"] = (float(self.loss(k, x, w)) for k in ("val", "test"))
+        return out

@@ -1,0 +1,127 @@
+"""T8 training-data poisoning: a few poison points (outer) against a logistic model (inner).
+
+Data: a scikit-learn bundled set (``dataset``; no download) with its binary label s = +-1, split
+once from ``instance_seed`` into train / val / test, features standardized with the training
+statistics plus an intercept column (problems/_ml.py). The attacker adds k = ``n_poison`` points
+with fixed flipped labels; their m features are the outer variable, kept in the box
+[-box, box] by a tanh: poison point j has features (box tanh(X_j), 1), X = x viewed k x m.
+The inner samples are the n training points and the k poison points, in an order shuffled once
+from the instance seed (so minibatch blocks mix them):
+
+    g_i(x, w) = log(1 + exp(-s_i a_i(x) . w)) + reg / 2 ||w||^2         (i < n_inner = n + k)
+    f_j(x, w) = -log(1 + exp(-s_j b_j . w))                             (j < n_outer = n_val)
+
+Minimizing f maximizes the validation loss of the model retrained on the poisoned set. Phi is
+bounded (||w*|| <= sqrt(2 log 2 / reg)). Exact answers: w*(x) by damped Newton to
+||grad_w g|| <= 1e-12 (float64) and grad Phi by the implicit-function theorem at that w*.
+Start: the poison points are copies of k random training points (clipped to 0.95 box) with
+flipped labels; w0 = 0.
+
+Metrics (at w*(x), the model retrained on the poisoned data): ``value`` = Phi(x) = minus the
+validation loss (main, lower = stronger attack), ``val_loss``, ``test_loss``, ``test_acc``,
+plus ``grad_norm_sq`` and ``inner_gap`` = ||w - w*(x)||^2. No closed-form optimum (nonconvex).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from problems import _ml
+from problems.base import (
+    Index,
+    Problem,
+    check,
+    is_int,
+    is_real,
+    pointwise,
+    register,
+    take,
+)
+
+
+@dataclass(frozen=True)
+class PoisoningParams:
+    """Instance of T8."""
+
+    dataset: str = "breast_cancer"   # breast_cancer, digits or diabetes (binary label)
+    n_poison: int = 5                # k poison points
+    reg: float = 0.01                # ridge weight of the logistic model
+    box: float = 3.0                 # poison features lie in [-box, box] (standardized units)
+    val_fraction: float = 0.25       # share of the samples in the validation set (f)
+    test_fraction: float = 0.25      # share in the test set (metrics only)
+    instance_seed: int = 0           # seed of the split, the sample order and the start
+
+    def __post_init__(self):
+        _ml.check_data_params(self)
+        check(self, "n_poison", is_int(self.n_poison) and 1 <= self.n_poison <= 100, "an int in [1, 100]")
+        check(self, "reg", is_real(self.reg) and self.reg > 0, "a finite number > 0")
+        check(self, "box", is_real(self.box) and self.box > 0, "a finite number > 0")
+
+
+@register
+class Poisoning(Problem):
+    """T8 data poisoning of a logistic model (module docstring)."""
+
+    name = "poisoning"
+    Params = PoisoningParams
+    description = "T8 poison points against logistic regression on bundled data (Newton w*, exact grad Phi)"
+    main_metric = "value"
+    test_params: ClassVar[dict] = {"dataset": "diabetes", "n_poison": 2, "val_fraction": 0.4, "test_fraction": 0.4}
+
+    def __init__(self, params: PoisoningParams, device="cpu", dtype: torch.dtype | None = None):
+        super().__init__(params, device, dtype)
+        self.data = _ml.load_split(params.dataset, params.val_fraction, params.test_fraction,
+                                   params.instance_seed, self.device, self.dtype)
+        train, k = self.data["train"], params.n_poison
+        n, m = train.a.shape[0], train.a.shape[1] - 1
+        gen = torch.Generator().manual_seed(params.instance_seed + 1)
+        src = torch.randperm(n, generator=gen)[:k]
+        # sample order: a shuffled mix of the n clean points (rows 0..n-1) and k poisons (n..n+k-1)
+        self.order = torch.randperm(n + k, generator=gen).to(self.device)
+        self.labels = torch.cat((train.s, -train.s[src]))[self.order]
+        self.clean = train.a
+        start = (train.a[src, :m] / params.box).clamp(-0.95, 0.95)
+        self.dim_x, self.dim_y = k * m, m + 1
+        self.n_inner, self.n_outer = n + k, self.data["val"].a.shape[0]
+        self.x0 = torch.atanh(start).reshape(-1)
+        self.y0 = torch.zeros(m + 1, device=self.device, dtype=self.dtype)
+        self._y_star = _ml.LastSolve(lambda x: _ml.newton(lambda w: self.g(x, w), torch.zeros_like(self.y0)))
+
+    def features(self, x, idx: Index = None):
+        """Rows of the inner samples idx (clean or poison) at the poison variables x (1-D)."""
+        k = self.params.n_poison
+        poison = self.params.box * torch.tanh(x.view(k, -1))
+        poison = torch.cat((poison, torch.ones(k, 1, device=x.device, dtype=x.dtype)), 1)
+        return torch.cat((self.clean, poison))[take(self.order, idx)]
+
+    @pointwise
+    def g(self, x, y, idx: Index = None):
+        margins = take(self.labels, idx) * (self.features(x, idx) @ y)
+        return F.softplus(-margins).mean() + 0.5 * self.params.reg * y.square().sum()
+
+    def loss(self, split: str, w, idx: Index = None):
+        """Mean logistic loss of the model w on the samples idx of a clean split."""
+        d = self.data[split]
+        return F.softplus(-take(d.s, idx) * (w @ take(d.a, idx).T)).mean(-1)
+
+    def f(self, x, y, idx: Index = None):
+        return -self.loss("val", y, idx)
+
+    def y_star(self, x):
+        return self._y_star(x)
+
+    def hypergradient(self, x):
+        return _ml.implicit_hypergradient(self.g, self.f, x, self.y_star(x))
+
+    def value(self, x):
+        return self.f(x, self.y_star(x))
+
+    def metrics(self, x, y):
+        out = super().metrics(x, y)
+        w, test = self.y_star(x), self.data["test"]
+        out["val_loss"], out["test_loss"] = float(self.loss("val", w)), float(self.loss("test", w))
+        out["test_acc"] = float(((test.a @ w) * test.s > 0).double().mean())
+        return out
