@@ -1,7 +1,7 @@
 """Command line: ``python -m bench {list,run} ...`` (``--help`` on every command).
 
-Exit codes: 0 every run finished or diverged (a divergence is a result), 1 some run failed,
-2 bad input (one line on stderr naming the field and the valid choices; nothing written),
+Exit codes: 0 every run finished or diverged (a divergence is a result), 1 some run failed or
+timed out, 2 bad input (one line on stderr naming the field and the valid choices; nothing written),
 130 interrupted (finished runs are kept; the same command resumes).
 """
 from __future__ import annotations
@@ -106,6 +106,13 @@ def _check_exec_options(args) -> None:
         raise InputError(f"--threads: must be >= 1, got {args.threads}")
     if args.warmup < 0:
         raise InputError(f"--warmup: must be >= 0, got {args.warmup}")
+    if args.run_timeout is not None and not (args.run_timeout > 0 and math.isfinite(args.run_timeout)):
+        raise InputError(f"--run-timeout: must be a number of seconds > 0, got {args.run_timeout}")
+    executor, address = getattr(args, "executor", "process"), getattr(args, "address", None)
+    if address is not None and executor != "ray":
+        raise InputError(f"--address: only with --executor ray (got --executor {executor})")
+    if executor == "ray":
+        executors.check_ray(address)
 
 
 def _execute(todo, store: Store, args, title: str) -> Optional[list]:
@@ -126,6 +133,8 @@ def _execute(todo, store: Store, args, title: str) -> Optional[list]:
 
             executors.run(todo, store, executor=getattr(args, "executor", "process"),
                           jobs=args.jobs, warmup=args.warmup, threads=args.threads,
+                          timeout=args.run_timeout, force=getattr(args, "force", False),
+                          address=getattr(args, "address", None),
                           on_done=on_done, on_tick=bar.refresh)
     except KeyboardInterrupt:
         err.print(f"\ninterrupted: {len(outcomes)} run(s) of this invocation are stored in "
@@ -143,7 +152,11 @@ def cmd_run(args) -> int:
                         solvers=_canonical(_csv(",".join(args.solver))) if args.solver else None,
                         problems=_csv(",".join(args.problem)) if args.problem else None)
     store = Store(args.results_dir)
-    store.check_writable()
+    store.check_writable(allow_foreign=False)
+    broken = {s.run_id: store.corruption(s.run_id) for s in suite.specs if store.corruption(s.run_id)}
+    if broken:
+        err.print(f"{len(broken)} stored run(s) cannot be trusted and will be rerun: " + "; ".join(
+            f"{rid}: {why}" for rid, why in broken.items()), markup=False, soft_wrap=True)
     stored = {s.run_id for s in suite.specs if store.has_result(s.run_id)}
     todo = [s for s in suite.specs if args.force or s.run_id not in stored]
     err.print(f"suite [bold]{suite.name}[/]: {len(suite.specs)} runs, {len(suite.specs) - len(todo)} "
@@ -194,7 +207,7 @@ def cmd_tune(args) -> int:
                                device=args.device, label=label)
     metric = args.metric or resolve_problem(problem).main_metric
     store = Store(args.results_dir)
-    store.check_writable()
+    store.check_writable(allow_foreign=False)
     specs = [s for pt in points for s in pt.specs if not store.has_result(s.run_id)]
     err.print(f"tune {args.solver} on {label}: {len(points)} grid points x {len(seeds)} seeds, "
               f"{len(specs)} runs to do -> {store.raw}")
@@ -274,10 +287,13 @@ def _summary(name: str, outcomes: list, skipped: int) -> int:
     counts = Counter(o.status for o in outcomes)
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
     err.print(f"suite {name}: {text}; {skipped} already stored")
-    bad = [o for o in outcomes if o.status in ("failed", "diverged")]
+    bad = [o for o in outcomes if o.status in ("failed", "timeout", "diverged", executors.ELSEWHERE)]
     for o in bad:
         err.print(f"  {o.status:8s} {o.label} ({o.run_id}): {o.reason}", markup=False)
-    return 1 if counts.get("failed") else 0
+    if counts.get("failed") or counts.get("timeout"):
+        err.print("failed and timed-out runs are stored with their reason and rerun by the same "
+                  "command", markup=False)
+    return 1 if counts.get("failed") or counts.get("timeout") else 0
 
 
 def _add_exec_options(p: argparse.ArgumentParser, warmup: int) -> None:
@@ -292,13 +308,16 @@ def _add_exec_options(p: argparse.ArgumentParser, warmup: int) -> None:
                    help=f"untimed warm-up steps on a throwaway copy before each run (default {warmup})")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--run-timeout", type=float, metavar="SECONDS",
+                   help="wall-clock limit of one run (build, warm-up and metrics included); a run "
+                        "past it is stored as 'timeout' and rerun next time (default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench",
                      description="Benchmark harness for bilevel optimizers: run suites of solvers "
                                  "on problems with counted oracles, budgets and stored traces.",
-                     epilog="Exit codes: 0 ok (finished or diverged), 1 a run failed, "
+                     epilog="Exit codes: 0 ok (finished or diverged), 1 a run failed or timed out, "
                             "2 bad input, 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                 metavar="{list,run,tune,new-solver}")
@@ -325,7 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="budget for every run instead of the suite's, e.g. 'iters=1000', "
                         "'seconds=10,calls=1e5', 'samples=1e6', 'iters=1e4,target=grad_norm_sq<=1e-8'")
     p.add_argument("--executor", default="process", choices=executors.EXECUTORS,
-                   help="process: worker processes isolating crashes (default); serial: in this process")
+                   help="process: worker processes isolating crashes (default); serial: in this "
+                        "process; ray: Ray tasks (pip install -e '.[ray]')")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="with --executor ray: the Ray cluster's head (default: a local Ray instance "
+                        "with --jobs CPUs)")
     _add_exec_options(p, warmup=2)
     p.add_argument("--force", action="store_true", help="rerun specs whose result is stored")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit without running")

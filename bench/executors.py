@@ -10,6 +10,18 @@
   for several runs, with the peak-RSS counter reset at the start of each run. A worker that dies
   (segfault, out-of-memory kill, ``os._exit``) is replaced and its run is stored as ``failed``
   with the exit code or signal; the suite goes on.
+* ``ray``: every spec is a Ray task asking for the resources it declares (CPUs = threads, one
+  GPU on CUDA), on the cluster at ``address`` or, without one, on a local Ray instance with
+  ``jobs x threads`` CPUs. Workers return the result; this process (the driver) writes it
+  through the store, so no shared filesystem is needed. At most as many tasks as the cluster
+  has CPUs for are in flight. Ray is imported only here, and only for this executor.
+
+Every executor claims a spec before running it (``Store.claim``): a spec that another live
+suite process is running, or has stored meanwhile, is left to it (outcome ``elsewhere``), so
+two suite processes on one results folder split the work instead of duplicating it. With a
+``timeout`` the run stops itself after the first step past it (status ``timeout``); the process
+and ray executors also kill a run that is still busy ``1.25 x timeout + 1`` s after it started
+(a step that never returns) and store it as ``timeout``.
 
 Every run uses ``threads`` intra-op threads (default 1), so that runs are bitwise reproducible
 whatever ``jobs`` is and parallel runs do not oversubscribe the cores.
@@ -17,8 +29,11 @@ whatever ``jobs`` is and parallel runs do not oversubscribe the cores.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import re
 import signal
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -26,11 +41,13 @@ from typing import Callable, Optional
 
 import pandas as pd
 
+from bench.errors import InputError
 from bench.runner import RunResult, execute
 from bench.spec import RunSpec
 from bench.store import Store
 
-EXECUTORS = ("process", "serial")
+EXECUTORS = ("process", "serial", "ray")
+ELSEWHERE = "elsewhere"          # outcome of a spec left to another suite process
 
 
 @dataclass
@@ -50,16 +67,55 @@ def _outcome(spec: RunSpec, status: str, reason: str) -> Outcome:
     return Outcome(spec.run_id, _label(spec), status, last)
 
 
+def hard_limit(timeout: Optional[float]) -> float:
+    """Seconds after which an executor kills a run that has not stopped itself."""
+    return 1.25 * timeout + 1.0 if timeout else float("inf")
+
+
+class _Book:
+    """Outcomes of one executor call, the claims it holds, and the next spec it may run."""
+
+    def __init__(self, specs: list[RunSpec], store: Store, force: bool,
+                 on_done: Optional[Callable[[Outcome], None]]):
+        self.pending, self.store, self.force, self.on_done = deque(specs), store, force, on_done
+        self.out: list[Outcome] = []
+
+    def done(self, spec: RunSpec, status: str, reason: str, result: Optional[RunResult] = None):
+        if result is not None:
+            self.store.write(result)
+        self.store.release(spec.run_id)
+        self.out.append(_outcome(spec, status, reason))
+        if self.on_done:
+            self.on_done(self.out[-1])
+
+    def take(self) -> Optional[RunSpec]:
+        """The next pending spec, claimed; specs held or stored by another process are skipped."""
+        while self.pending:
+            spec = self.pending.popleft()
+            if not self.store.claim(spec.run_id):
+                self.done(spec, ELSEWHERE, "being run by another suite process")
+            elif not self.force and self.store.has_result(spec.run_id):
+                self.done(spec, ELSEWHERE, "stored meanwhile by another suite process")
+            else:
+                return spec
+        return None
+
+    def release_all(self, specs) -> None:
+        for spec in specs:
+            self.store.release(spec.run_id)
+
+
 def run_serial(specs: list[RunSpec], store: Store, *, warmup: int = 2, threads: int = 1,
+               timeout: Optional[float] = None, force: bool = False,
                on_done: Optional[Callable[[Outcome], None]] = None) -> list[Outcome]:
-    out = []
-    for spec in specs:
-        result = execute(spec, warmup=warmup, threads=threads)
-        store.write(result)
-        out.append(_outcome(spec, result.status, result.meta.get("reason", "")))
-        if on_done:
-            on_done(out[-1])
-    return out
+    book = _Book(specs, store, force, on_done)
+    while (spec := book.take()) is not None:
+        try:
+            result = execute(spec, warmup=warmup, threads=threads, timeout=timeout)
+            book.done(spec, result.status, result.meta.get("reason", ""), result)
+        finally:
+            book.release_all([spec])          # interrupted: the claim goes, nothing is stored
+    return book.out
 
 
 def _die_with_parent() -> None:
@@ -73,7 +129,7 @@ def _die_with_parent() -> None:
             pass
 
 
-def _worker(conn, results_dir: str, warmup: int, threads: int) -> None:
+def _worker(conn, results_dir: str, warmup: int, threads: int, timeout: Optional[float]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
     _die_with_parent()
     store = Store(results_dir)
@@ -82,19 +138,20 @@ def _worker(conn, results_dir: str, warmup: int, threads: int) -> None:
         if msg is None:
             return
         spec = RunSpec.from_dict(msg)
-        result = execute(spec, warmup=warmup, threads=threads)
+        result = execute(spec, warmup=warmup, threads=threads, timeout=timeout)
         store.write(result)
         conn.send((result.status, result.meta.get("reason", "")))
 
 
 class _Slot:
-    def __init__(self, ctx, results_dir, warmup, threads):
+    def __init__(self, ctx, results_dir, warmup, threads, timeout):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, results_dir, warmup, threads),
+        self.proc = ctx.Process(target=_worker, args=(child, results_dir, warmup, threads, timeout),
                                 daemon=True)
         self.proc.start()
         child.close()
         self.spec: Optional[RunSpec] = None
+        self.started = 0.0
 
     def stop(self, kill: bool = False) -> None:
         try:
@@ -110,7 +167,13 @@ class _Slot:
             self.proc.join()
 
 
-def _crash_result(spec: RunSpec, exitcode: Optional[int]) -> RunResult:
+def _lost(spec: RunSpec, status: str, reason: str) -> RunResult:
+    """The stored result of a run whose worker died or was killed: no table, the reason."""
+    return RunResult(spec, status, pd.DataFrame(), {"spec": spec.to_dict(), "run_id": spec.run_id,
+                                                    "status": status, "reason": reason})
+
+
+def _death(exitcode: Optional[int]) -> str:
     if exitcode is not None and exitcode < 0:
         try:
             why = f"signal {signal.Signals(-exitcode).name}"
@@ -118,9 +181,12 @@ def _crash_result(spec: RunSpec, exitcode: Optional[int]) -> RunResult:
             why = f"signal {-exitcode}"
     else:
         why = f"exit code {exitcode}"
-    reason = f"worker process died ({why}) while running this spec"
-    return RunResult(spec, "failed", pd.DataFrame(), {"spec": spec.to_dict(), "run_id": spec.run_id,
-                                                      "status": "failed", "reason": reason})
+    return f"worker process died ({why}) while running this spec"
+
+
+def _killed(timeout: float) -> str:
+    return (f"still running {hard_limit(timeout):g} s after it started (--run-timeout {timeout:g} s): "
+            "killed")
 
 
 def start_method(specs: list[RunSpec], threads: int) -> str:
@@ -130,58 +196,142 @@ def start_method(specs: list[RunSpec], threads: int) -> str:
 
 
 def run_pool(specs: list[RunSpec], store: Store, *, jobs: int = 2, warmup: int = 2,
-             threads: int = 1, on_done: Optional[Callable[[Outcome], None]] = None,
+             threads: int = 1, timeout: Optional[float] = None, force: bool = False,
+             on_done: Optional[Callable[[Outcome], None]] = None,
              on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
     method = start_method(specs, threads)
     ctx = mp.get_context(method)
-    pending = deque(specs)
+    book = _Book(specs, store, force, on_done)
     slots: list[_Slot] = []
-    out: list[Outcome] = []
+
+    def finish(slot: _Slot, status: str, reason: str, result: Optional[RunResult] = None) -> None:
+        spec, slot.spec = slot.spec, None
+        if method == "fork" and slot.proc.is_alive():       # a fresh process for every run
+            slot.stop()
+        book.done(spec, status, reason, result)
+
     try:
-        while pending or any(s.spec is not None for s in slots):
+        while True:
             slots = [s for s in slots if s.proc.is_alive() or s.spec is not None]
-            while len(slots) < min(jobs, len(pending) + sum(s.spec is not None for s in slots)):
-                slots.append(_Slot(ctx, str(store.root), warmup, threads))
-            for slot in slots:
-                if slot.spec is None and pending and slot.proc.is_alive():
-                    slot.spec = pending.popleft()
-                    slot.conn.send(slot.spec.to_dict())
+            while sum(s.spec is not None for s in slots) < jobs and (spec := book.take()):
+                slot = next((s for s in slots if s.spec is None), None)
+                if slot is None:
+                    slot = _Slot(ctx, str(store.root), warmup, threads, timeout)
+                    slots.append(slot)
+                slot.spec, slot.started = spec, time.monotonic()
+                slot.conn.send(spec.to_dict())
             busy = [s for s in slots if s.spec is not None]
+            if not busy:
+                break
             wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], timeout=1.0)
             for slot in busy:
-                done = None
                 if slot.conn.poll():
                     try:
-                        status, reason = slot.conn.recv()
-                        done = _outcome(slot.spec, status, reason)
+                        finish(slot, *slot.conn.recv())
+                        continue
                     except (EOFError, OSError):
                         pass
-                if done is None and not slot.proc.is_alive():
+                if not slot.proc.is_alive():
                     slot.proc.join()
-                    result = _crash_result(slot.spec, slot.proc.exitcode)
-                    store.write(result)
-                    done = _outcome(slot.spec, "failed", result.meta["reason"])
-                if done is not None:
-                    slot.spec = None
-                    if method == "fork":          # a fresh process for every run
-                        slot.stop()
-                    out.append(done)
-                    if on_done:
-                        on_done(done)
+                    reason = _death(slot.proc.exitcode)
+                    finish(slot, "failed", reason, _lost(slot.spec, "failed", reason))
+                elif time.monotonic() - slot.started > hard_limit(timeout):
+                    slot.stop(kill=True)
+                    finish(slot, "timeout", _killed(timeout), _lost(slot.spec, "timeout", _killed(timeout)))
             if on_tick:
                 on_tick()
     finally:
         for slot in slots:
             slot.stop(kill=slot.spec is not None)
-    return out
+        book.release_all(s.spec for s in slots if s.spec is not None)
+    return book.out
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InputError('--executor ray: ray is not installed here; valid: pip install -e ".[ray]", '
+                         "or --executor process|serial") from None
+    return ray
+
+
+def check_ray(address: Optional[str]) -> None:
+    """Raise InputError unless ray is importable and ``address`` (if any) is HOST:PORT."""
+    _import_ray()
+    if address is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+:\d{1,5}", address):
+        raise InputError(f"--address: {address!r} is not HOST:PORT; valid: e.g. 10.0.0.1:6379")
+
+
+def _ray_task(spec: dict, warmup: int, threads: int, timeout: Optional[float]) -> RunResult:
+    return execute(RunSpec.from_dict(spec), warmup=warmup, threads=threads, timeout=timeout)
+
+
+def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None, jobs: int = 2,
+            warmup: int = 2, threads: int = 1, timeout: Optional[float] = None,
+            force: bool = False, on_done: Optional[Callable[[Outcome], None]] = None,
+            on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
+    import logging
+    ray = _import_ray()
+    book = _Book(specs, store, force, on_done)
+    owned = not ray.is_initialized()
+    if owned:
+        plugins = os.environ.get("BENCH_PLUGINS")
+        try:
+            ray.init(address=address or "local", num_cpus=None if address else jobs * threads,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     runtime_env={"env_vars": {"BENCH_PLUGINS": plugins}} if plugins else None)
+        except (ConnectionError, TimeoutError) as exc:
+            raise InputError(f"--address {address}: no Ray cluster reachable there "
+                             f"({str(exc).strip().splitlines()[0]})") from None
+    task = ray.remote(_ray_task)
+    capacity = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
+    running: dict = {}                   # object ref -> (spec, time submitted)
+    try:
+        while True:
+            while len(running) < capacity and (spec := book.take()):
+                ref = task.options(max_retries=0, **spec.resources(threads)).remote(
+                    spec.to_dict(), warmup, threads, timeout)
+                running[ref] = (spec, time.monotonic())
+            if not running:
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                spec, _ = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    result = _lost(spec, "failed", f"ray task died: {exc}")
+                book.done(spec, result.status, result.meta.get("reason", ""), result)
+            for ref, (spec, started) in list(running.items()):
+                if time.monotonic() - started > hard_limit(timeout):
+                    ray.cancel(ref, force=True)
+                    del running[ref]
+                    book.done(spec, "timeout", _killed(timeout), _lost(spec, "timeout", _killed(timeout)))
+            if on_tick:
+                on_tick()
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        book.release_all(spec for spec, _ in running.values())
+        if owned:
+            ray.shutdown()
+    return book.out
 
 
 def run(specs: list[RunSpec], store: Store, *, executor: str = "process", jobs: int = 2,
-        warmup: int = 2, threads: int = 1, on_done: Optional[Callable[[Outcome], None]] = None,
+        warmup: int = 2, threads: int = 1, timeout: Optional[float] = None, force: bool = False,
+        address: Optional[str] = None, on_done: Optional[Callable[[Outcome], None]] = None,
         on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
-    if executor == "serial" or (executor == "process" and not specs):
-        return run_serial(specs, store, warmup=warmup, threads=threads, on_done=on_done)
+    """Run specs (claimed one by one, see the module docstring) and store every result."""
+    common = {"warmup": warmup, "threads": threads, "timeout": timeout, "force": force,
+              "on_done": on_done}
+    if not specs:
+        return []
+    if executor == "serial":
+        return run_serial(specs, store, **common)
     if executor == "process":
-        return run_pool(specs, store, jobs=jobs, warmup=warmup, threads=threads, on_done=on_done,
-                        on_tick=on_tick)
+        return run_pool(specs, store, jobs=jobs, on_tick=on_tick, **common)
+    if executor == "ray":
+        return run_ray(specs, store, address=address, jobs=jobs, on_tick=on_tick, **common)
     raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")

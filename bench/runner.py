@@ -15,6 +15,12 @@ exceeds ``EXPLODE`` times max(1, |its value at k = 0|), ends the run as ``diverg
 trace recorded so far (including that checkpoint) is kept. Between checkpoints, the iterates
 are checked for non-finite values every ``FINITE_EVERY`` steps so that a blow-up does not
 burn the rest of the budget.
+
+Timeout: with ``timeout`` (``--run-timeout``, wall-clock seconds from the start of the run,
+problem construction, warm-up and metrics included) the run stops after the first step past
+it with status ``timeout``, keeping the trace recorded so far. Like ``failed``, ``timeout`` is
+not a result: the next invocation reruns the spec. (A step that never returns is stopped by the
+executor, which kills the worker.)
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import datetime as _dt
 import math
 import platform
 import subprocess
+import time
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,7 +46,23 @@ from bench.spec import DTYPES, RunSpec
 
 EXPLODE = 1e8
 FINITE_EVERY = 50
-STATUSES = ("finished", "diverged", "failed", "skipped")
+STATUSES = ("finished", "diverged", "failed", "timeout", "skipped")
+
+
+class RunTimeout(Exception):
+    """The run went past its wall-clock timeout (status 'timeout')."""
+
+
+def timeout_check(timeout: Optional[float]) -> Callable[[int], None]:
+    """A function of k that raises RunTimeout once ``timeout`` seconds have passed from now."""
+    if not timeout:
+        return lambda k: None
+    deadline = time.monotonic() + timeout
+
+    def check(k: int) -> None:
+        if time.monotonic() > deadline:
+            raise RunTimeout(f"run timeout {timeout:g} s (wall clock) reached at k={k}")
+    return check
 
 
 @dataclass
@@ -119,8 +142,10 @@ def build(spec: RunSpec):
 
 
 def execute(spec: RunSpec, *, warmup: int = 2, threads: Optional[int] = 1,
-            on_checkpoint: Optional[Callable[[dict], None]] = None) -> RunResult:
-    """Run one spec to its budget. Never raises for a run-time error: returns status 'failed'.
+            on_checkpoint: Optional[Callable[[dict], None]] = None,
+            timeout: Optional[float] = None) -> RunResult:
+    """Run one spec to its budget. Never raises for a run-time error: returns status 'failed'
+    (or 'timeout' past ``timeout`` wall-clock seconds).
 
     ``threads`` fixes torch's intra-op threads for the run (restored afterwards); None keeps
     the current setting.
@@ -129,12 +154,12 @@ def execute(spec: RunSpec, *, warmup: int = 2, threads: Optional[int] = 1,
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _execute(spec, warmup, on_checkpoint)
+        return _execute(spec, warmup, on_checkpoint, timeout_check(timeout))
     finally:
         torch.set_num_threads(previous)
 
 
-def _execute(spec: RunSpec, warmup: int, on_checkpoint) -> RunResult:
+def _execute(spec: RunSpec, warmup: int, on_checkpoint, check_time) -> RunResult:
     probe = Probe(spec.device)
     meta: dict[str, Any] = {"spec": spec.to_dict(), "run_id": spec.run_id, "started": _now(),
                             "versions": versions(), "git_commit": git_commit(),
@@ -155,8 +180,12 @@ def _execute(spec: RunSpec, warmup: int, on_checkpoint) -> RunResult:
                                 problem.y0.clone(), hp, gens["solver"])
                 for _ in range(warmup):
                     s = solver.step(s)
+                    check_time(0)
                 del s
-            status, reason = _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint)
+            status, reason = _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint,
+                                   check_time)
+    except RunTimeout as exc:
+        status, reason = "timeout", str(exc)
     except Exception:  # noqa: BLE001 - a failing run is a result, the suite goes on
         status, reason = "failed", traceback.format_exc()
     meta.update(status=status, reason=reason, ended=_now(), n_checkpoints=len(rows))
@@ -165,7 +194,7 @@ def _execute(spec: RunSpec, warmup: int, on_checkpoint) -> RunResult:
     return RunResult(spec, status, pd.DataFrame(rows), meta)
 
 
-def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint) -> tuple[str, str]:
+def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_time) -> tuple[str, str]:
     budget = spec.budget
     gens = make_generators(spec.seed, spec.device)
     oracles = Oracles(problem, gens["sampling"])
@@ -215,6 +244,7 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint) -> tuple[
     while True:
         state = solver.step(state)
         k += 1
+        check_time(k)
         reason = ""
         if budget.iters is not None and k >= budget.iters:
             reason = f"budget iters={budget.iters}"

@@ -5,6 +5,11 @@ hyperparameters (both with every default filled in, names canonical), seed, budg
 dtype. The hash of those fields is the run id, so a spec whose result is stored is never rerun
 and changing anything that could change the trace (a default included) makes a new run.
 Labels and the suite name are bookkeeping and are not hashed.
+
+``make_spec`` validates everything knowable before a run starts, cross-checks included: a
+problem parameter naming an instance file (``*_file``) makes it build the problem once, on the
+CPU, so that a bad file is bad input rather than a failed run; and no minibatch field of the
+solver (``*batch*``) may exceed the data of a stochastic problem (its ``n_inner``/``n_outer``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Optional
 
 import torch
@@ -135,6 +141,10 @@ class RunSpec:
                  solver_label=self.solver_label or self.solver)
         return d
 
+    def resources(self, threads: int = 1) -> dict[str, int]:
+        """What one run asks an executor for: CPUs (its torch threads) and GPUs."""
+        return {"num_cpus": threads, "num_gpus": 0 if self.device == "cpu" else 1}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
         b = d["budget"]
@@ -175,6 +185,8 @@ def make_spec(problem: str, solver: str, *, problem_params: dict | None = None,
         raise InputError(f"{pre}solver: {exc.args[0]}") from None
     pparams = P.build(pcls.Params, problem_params, f"{pre}problem {problem}")
     hp = P.build(scls.HP, solver_params, f"{pre}solver {sname}")
+    _check_batches(hp, _data_sizes(problem, json.dumps(P.as_dict(pparams), sort_keys=True), pre),
+                   f"{pre}solver {sname}", problem)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"{pre}seed: must be an integer >= 0, got {seed!r}")
     if isinstance(budget, dict):
@@ -187,3 +199,33 @@ def make_spec(problem: str, solver: str, *, problem_params: dict | None = None,
                    solver_params=P.as_dict(hp), seed=seed, budget=budget,
                    device=check_device(device), dtype=dtype, suite=suite,
                    problem_label=problem_label, solver_label=solver_label)
+
+
+@lru_cache(maxsize=32)
+def _data_sizes(problem: str, params_json: str, pre: str) -> Optional[tuple[int, int]]:
+    """(n_inner, n_outer) of a problem config, building it on the CPU when a parameter names an
+    instance file (so a bad file is bad input); None when unknown without building it."""
+    pcls = resolve_problem(problem)
+    values = json.loads(params_json)
+    files = [k for k, v in values.items() if k.endswith("_file") and v]
+    if files:
+        try:
+            inst = pcls(P.build(pcls.Params, values, problem), device="cpu")
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{pre}problem {problem}.{files[0]}: {exc}") from None
+        return int(inst.n_inner), int(inst.n_outer)
+    if "n_inner" in values and "n_outer" in values:
+        return int(values["n_inner"]), int(values["n_outer"])
+    return None
+
+
+def _check_batches(hp, sizes: Optional[tuple[int, int]], where: str, problem: str) -> None:
+    """A minibatch larger than every sample set of a stochastic problem is a mistake (on a
+    deterministic problem, n = 1, any batch is the full batch)."""
+    if sizes is None or max(sizes) <= 1:
+        return
+    n = max(sizes)
+    for name, value in P.as_dict(hp).items():
+        if "batch" in name and isinstance(value, int) and value > n:
+            raise InputError(f"{where}.{name}: {value} is larger than the data of {problem} "
+                             f"(n_inner={sizes[0]}, n_outer={sizes[1]}); valid: 1 to {n}")
