@@ -75,9 +75,11 @@ def check_data_params(params) -> None:
 
 
 def newton(fn, y: torch.Tensor, tol: float = 1e-12, max_iter: int = 100) -> torch.Tensor:
-    """Minimize a smooth strongly convex fn from y: Newton steps with Armijo backtracking (full
-    steps once the gradient is below 1e-6, where rounding makes the Armijo test unreliable)."""
+    """Minimize a smooth strongly convex fn from y to ||grad|| <= tol (at least 100 x the dtype's
+    epsilon: 1e-12 in float64, about 1e-5 in float32): Newton steps with Armijo backtracking
+    (full steps once the gradient is below 1e-6, where rounding makes the Armijo test unreliable)."""
     gfn, hfn = grad(fn), hessian(fn)
+    tol = max(tol, 100 * torch.finfo(y.dtype).eps)
     for _ in range(max_iter):
         g = gfn(y)
         gnorm = float(g.norm())
