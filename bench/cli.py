@@ -138,7 +138,8 @@ def _execute(todo, store: Store, args, title: str) -> Optional[list]:
                           on_done=on_done, on_tick=bar.refresh)
     except KeyboardInterrupt:
         err.print(f"\ninterrupted: {len(outcomes)} run(s) of this invocation are stored in "
-                  f"{store.raw}; run the same command again to resume (stored runs are skipped).")
+                  f"{store.raw}; run the same command again to resume (stored runs are skipped).",
+                  soft_wrap=True)
         return None
     return outcomes
 
@@ -181,7 +182,8 @@ def cmd_tune(args) -> int:
     grid = tune.parse_grid(args.grid)
     seeds = _seeds(args.seeds)
     budget = Budget.parse(args.budget)
-    base = tune.parse_assignments(args.base or "", "--base")
+    fixed = tune.parse_assignments(args.base or "", "--base")
+    base = dict(fixed)
     label = args.problem
     if args.suite:
         suite = suites.load(args.suite, seeds=[seeds[0]])
@@ -231,7 +233,7 @@ def cmd_tune(args) -> int:
     out.print(f"# paste under the [[solvers]] entry of {args.solver} in the suite file",
               markup=False, soft_wrap=True)
     out.print(tune.snippet(best, label, metric, "python -m bench tune " + " ".join(
-        _quote(a) for a in sys.argv[2:])), markup=False, soft_wrap=True)
+        _quote(a) for a in sys.argv[2:]), fixed), markup=False, soft_wrap=True)
     return 0
 
 
@@ -242,31 +244,53 @@ def _quote(arg: str) -> str:
 NAME_RE = r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*"
 
 
-def cmd_new_solver(args) -> int:
-    """Write solvers/<name>.py from the template: a working adapter with every contract point."""
+def _scaffold(args, package, kind: str, taken, example: str):
+    """Write <package>/<module>.py (or into --dir) from the package's _template.py.txt; shared by
+    new-solver and new-problem. Returns the path written."""
     import re
     import string
     from pathlib import Path
-    import solvers as solvers_pkg
-    name = args.name
+    name, command = args.name, f"new-{kind}"
     if not re.fullmatch(NAME_RE, name):
-        raise InputError(f"new-solver NAME: {name!r} must be lowercase letters, digits, '-' or '_', "
-                         "starting with a letter (e.g. my-method)")
-    if name in load_solvers() or name in solver_aliases():
-        raise InputError(f"new-solver NAME: solver {name!r} is already registered; "
-                         f"taken: {', '.join(sorted(load_solvers()))}")
-    folder = Path(args.dir) if args.dir else Path(solvers_pkg.__path__[0])
-    target = folder / (name.replace("-", "_") + ".py")
+        raise InputError(f"{command} NAME: {name!r} must be lowercase letters, digits, '-' or '_', "
+                         f"starting with a letter (e.g. {example})")
+    if name in taken:
+        raise InputError(f"{command} NAME: {kind} {name!r} is already registered; "
+                         f"taken: {', '.join(sorted(taken))}")
+    module = name.replace("-", "_")
+    if module in ("base", "ops"):
+        raise InputError(f"{command} NAME: {name!r} is reserved ({module}.py is shared code); "
+                         f"pick another name (e.g. {example})")
+    folder = Path(args.dir) if args.dir else Path(package.__path__[0])
+    target = folder / (module + ".py")
     if target.exists() and not args.force:
-        raise InputError(f"new-solver: {target} exists (use --force to overwrite)")
+        raise InputError(f"{command}: {target} exists (use --force to overwrite)")
     if not folder.is_dir():
         raise InputError(f"--dir {folder}: not a folder")
     cls = "".join(part.capitalize() for part in re.split(r"[-_]", name))
-    template = Path(solvers_pkg.__path__[0], "_template.py.txt").read_text()
+    template = Path(package.__path__[0], "_template.py.txt").read_text()
     target.write_text(string.Template(template).substitute(name=name, cls=cls, title=cls))
+    return target
+
+
+def cmd_new_solver(args) -> int:
+    """Write solvers/<name>.py from the template: a working adapter with every contract point."""
+    import solvers as solvers_pkg
+    target = _scaffold(args, solvers_pkg, "solver", {*load_solvers(), *solver_aliases()}, "my-method")
     out.print(f"wrote {target}: edit its docstring, HP, state, init and step; it is already "
               f"listed (python -m bench list solvers), runnable (python -m bench run --suite "
-              f"smoke --solver {name}) and covered by tests/test_solver_contract.py", markup=False)
+              f"smoke --solver {args.name}) and covered by tests/test_solver_contract.py", markup=False)
+    return 0
+
+
+def cmd_new_problem(args) -> int:
+    """Write problems/<name>.py from the template: a working problem with every contract point."""
+    import problems as problems_pkg
+    target = _scaffold(args, problems_pkg, "problem", set(load_problems()), "my-problem")
+    out.print(f"wrote {target}: edit its docstring, Params, data, g, f, ground truth and metrics; "
+              f"it is already listed (python -m bench list problems), runnable (bench.run("
+              f"{args.name!r}, 'aid-cg') or python -m bench tune --problem {args.name} ...) and "
+              f"covered by tests/problems/test_problem_contract.py", markup=False)
     return 0
 
 
@@ -289,7 +313,7 @@ def _summary(name: str, outcomes: list, skipped: int) -> int:
     err.print(f"suite {name}: {text}; {skipped} already stored")
     bad = [o for o in outcomes if o.status in ("failed", "timeout", "diverged", executors.ELSEWHERE)]
     for o in bad:
-        err.print(f"  {o.status:8s} {o.label} ({o.run_id}): {o.reason}", markup=False)
+        err.print(f"  {o.status:8s} {o.label} ({o.run_id}): {o.reason}", markup=False, soft_wrap=True)
     if counts.get("failed") or counts.get("timeout"):
         err.print("failed and timed-out runs are stored with their reason and rerun by the same "
                   "command", markup=False)
@@ -320,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="Exit codes: 0 ok (finished or diverged), 1 a run failed or timed out, "
                             "2 bad input, 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{list,run,tune,new-solver}")
+                                metavar="{list,run,tune,new-solver,new-problem}")
 
     p = sub.add_parser("list", help="list solvers, problems or suites with their defaults",
                        description="List registered solvers (with hyperparameters and defaults), "
@@ -384,6 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  "load it with BENCH_PLUGINS=module)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_new_solver)
+
+    p = sub.add_parser("new-problem", help="write a new problem module from the template",
+                       description="Write problems/NAME.py: a working problem (a small bilevel "
+                                   "quadratic with exact answers) with every contract point "
+                                   "commented. With no other edit it is listed, runnable and "
+                                   "covered by the problem conformance test.")
+    p.add_argument("name", help="registry name, e.g. my-problem (module my_problem.py)")
+    p.add_argument("--dir", help="folder to write into (default: the problems package; elsewhere, "
+                                 "load it with BENCH_PLUGINS=module)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_new_problem)
     return parser
 
 

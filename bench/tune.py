@@ -101,12 +101,14 @@ def score(points: list[Point], store: Store, metric: str) -> None:
         pt.score = statistics.median(finals) if finals and not bad else math.inf
 
 
-def snippet(best: Point, label: str, metric: str, command: str) -> str:
+def snippet(best: Point, label: str, metric: str, command: str,
+            fixed: Optional[dict[str, Any]] = None) -> str:
+    """The best point as a [solvers.tuned.LABEL] table: the --base values, then the grid's."""
     lines = [f"# tuned with: {command}",
              f"# score: median final {metric} over seeds "
              f"{', '.join(str(s.seed) for s in best.specs)} = {best.score:.6g}",
              f"[solvers.tuned.{label}]"]
-    lines += [f"{k} = {_toml(v)}" for k, v in best.params.items()]
+    lines += [f"{k} = {_toml(v)}" for k, v in {**(fixed or {}), **best.params}.items()]
     return "\n".join(lines)
 
 

@@ -37,6 +37,15 @@ def test_tune_picks_the_closed_form_best_and_reuses_runs(toys, tmp_path, capsys)
     assert mtimes == {r: (st.raw / r / "meta.json").stat().st_mtime_ns for r in st.run_ids()}
 
 
+def test_snippet_carries_the_fixed_base_values(toys, tmp_path, capsys):
+    argv = ["tune", "--problem", "toy", "--solver", "toy-gd", "--grid", "lr=0.25,1.0",
+            "--base", "batch_size=3", "--budget", "iters=5", "--seeds", "0",
+            "--results-dir", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out.split("[solvers.tuned.toy]")[1].split()
+    assert table == ["batch_size", "=", "3", "lr", "=", "1.0"]
+
+
 def test_diverged_points_score_inf(toys, tmp_path, capsys):
     points = tune.build_points("toy", {}, "toy-explode", {}, {"lr": [0.5]}, [0], tune.Budget(iters=100))
     from bench.executors import run_serial
