@@ -24,6 +24,8 @@ A suite is a name of a file in ``bench/suites/`` or a path to a ``.toml`` file::
     problems = ["quad-small"]         # optional: only these problem labels
     [solvers.tuned.quad-small]        # optional: per-problem hyperparameters (over params)
     outer_lr = 0.05
+    [solvers.tuned_with]              # optional: how each tuned table was obtained (text)
+    quad-small = "python -m bench tune --suite S --problem quad-small --solver soba --grid ..."
 
 Files are parsed as data (tomllib), validated completely before anything runs, and every
 problem is a one-line ``InputError`` naming the field.
@@ -47,7 +49,7 @@ else:  # pragma: no cover
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 TOP_KEYS = ("description", "seeds", "budget", "include", "all_solvers", "notes", "problems", "solvers")
 PROBLEM_KEYS = ("label", "name", "params", "budget", "dtype")
-SOLVER_KEYS = ("label", "name", "params", "problems", "tuned")
+SOLVER_KEYS = ("label", "name", "params", "problems", "tuned", "tuned_with")
 
 
 def available() -> list[str]:
@@ -152,9 +154,12 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
         for key in s.get("problems", []) if isinstance(s.get("problems", []), list) else [None]:
             if key not in plabels:
                 raise InputError(f"{w}.problems: {key!r} is not a problem label; valid: {', '.join(plabels)}")
-        for key in _table(s.get("tuned", {}), f"{w}.tuned"):
-            if key not in plabels:
-                raise InputError(f"{w}.tuned.{key}: not a problem label; valid: {', '.join(plabels)}")
+        for field_ in ("tuned", "tuned_with"):
+            for key, value in _table(s.get(field_, {}), f"{w}.{field_}").items():
+                if key not in plabels:
+                    raise InputError(f"{w}.{field_}.{key}: not a problem label; valid: {', '.join(plabels)}")
+                if field_ == "tuned_with" and not (isinstance(value, str) and value.strip()):
+                    raise InputError(f"{w}.tuned_with.{key}: expected a non-empty string, got {value!r}")
     all_solvers = doc.get("all_solvers", False)
     if not isinstance(all_solvers, bool):
         raise InputError(f"{where}.all_solvers: expected true or false, got {all_solvers!r}")

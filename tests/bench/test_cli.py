@@ -51,6 +51,10 @@ def _run(argv, res):
     (("label = \"t\"", "label = \"../escape\""), ["label", "path separators"]),
     (("seeds = [0]", "seeds = [0"), ["not valid TOML"]),
     (("[[solvers]]", "[[solvers]]\nproblems = [\"nope\"]"), ["problems", "nope", "valid: t"]),
+    (("name = \"toy-gd\"", "name = \"toy-gd\"\ntuned_with = { nope = \"by hand\" }"),
+     ["tuned_with.nope", "not a problem label", "valid: t"]),
+    (("name = \"toy-gd\"", "name = \"toy-gd\"\ntuned_with = { t = 3 }"),
+     ["tuned_with.t", "non-empty string"]),
 ])
 def test_bad_suite_files(toys, tmp_path, capsys, write_suite, edit, needles):
     old, new = edit
