@@ -398,27 +398,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exec_options(p, warmup=0)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("new-solver", help="write a new solver module from the template",
-                       description="Write solvers/NAME.py: a working adapter (plain approximate "
-                                   "hypergradient descent) with every contract point commented. "
-                                   "With no other edit it is listed, runnable, in the smoke suite "
-                                   "and covered by the conformance tests.")
-    p.add_argument("name", help="registry name, e.g. my-method (module my_method.py)")
-    p.add_argument("--dir", help="folder to write into (default: the solvers package; elsewhere, "
-                                 "load it with BENCH_PLUGINS=module)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p.set_defaults(func=cmd_new_solver)
-
-    p = sub.add_parser("new-problem", help="write a new problem module from the template",
-                       description="Write problems/NAME.py: a working problem (a small bilevel "
-                                   "quadratic with exact answers) with every contract point "
-                                   "commented. With no other edit it is listed, runnable and "
-                                   "covered by the problem conformance test.")
-    p.add_argument("name", help="registry name, e.g. my-problem (module my_problem.py)")
-    p.add_argument("--dir", help="folder to write into (default: the problems package; elsewhere, "
-                                 "load it with BENCH_PLUGINS=module)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p.set_defaults(func=cmd_new_problem)
+    for kind, func, example, what in (
+            ("solver", cmd_new_solver, "my-method",
+             "a working adapter (plain approximate hypergradient descent) with every contract point "
+             "commented. With no other edit it is listed, runnable, in the smoke suite and covered "
+             "by the conformance tests."),
+            ("problem", cmd_new_problem, "my-problem",
+             "a working problem (a small bilevel quadratic with exact answers) with every contract "
+             "point commented. With no other edit it is listed, runnable and covered by the "
+             "problem conformance test.")):
+        p = sub.add_parser(f"new-{kind}", help=f"write a new {kind} module from the template",
+                           description=f"Write {kind}s/NAME.py: {what}")
+        p.add_argument("name", help=f"registry name, e.g. {example} (module {example.replace('-', '_')}.py)")
+        p.add_argument("--dir", help=f"folder to write into (default: the {kind}s package; elsewhere, "
+                                     "load it with BENCH_PLUGINS=module)")
+        p.add_argument("--force", action="store_true", help="overwrite an existing file")
+        p.set_defaults(func=func)
     return parser
 
 
