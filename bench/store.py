@@ -228,12 +228,17 @@ class Store:
             os.close(fd)
 
     def clean_temporary(self) -> int:
-        """Remove temporary folders left by processes that no longer exist; return how many."""
+        """Remove temporary folders and claims left by processes that no longer exist; return
+        how many."""
         removed = 0
         if not self.raw.exists():
             return 0
         for p in self.raw.iterdir():
-            if p.name.startswith(".trash-"):
+            rid = p.name[len(".claim-"):]
+            if p.name.startswith(".claim-") and rid not in self._claims and self.claim(rid):
+                self.release(rid)                           # left by a dead process
+                removed += 1
+            elif p.name.startswith(".trash-"):
                 shutil.rmtree(p, ignore_errors=True)
                 removed += 1
             elif p.name.startswith(".tmp-"):
