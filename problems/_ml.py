@@ -6,6 +6,8 @@
 * ``newton``: damped Newton on a smooth strongly convex function, to a gradient norm of 1e-12.
 * ``implicit_hypergradient``: grad Phi = grad_x f - J H^{-1} grad_y f at an exact inner solution,
   with dense H from torch.func (for inner dimensions up to a few hundred).
+* ``HeldOut``: Phi = f(x, y*(x)) and the val / test metrics of the exact inner solution, for
+  problems with ``y_star`` and ``loss(split, x, w)``.
 """
 from __future__ import annotations
 
@@ -103,6 +105,27 @@ class LastSolve:
         if self.x is None or not torch.equal(self.x, x):
             self.x, self.y = x.clone(), self.solve(x)
         return self.y.clone()
+
+
+class HeldOut:
+    """Mixin (before Problem): ``value`` = f(x, y*(x)); metrics add ``val_loss`` and ``test_loss``
+    of the model w*(x), and ``<split>_acc`` for each split in ``acc_splits`` (labels s = +-1,
+    accuracy of sign(a . w))."""
+
+    acc_splits: tuple = ()
+
+    def value(self, x):
+        return self.f(x, self.y_star(x))
+
+    def metrics(self, x, y):
+        out = super().metrics(x, y)
+        with torch.no_grad():
+            w = self.y_star(x)
+            out.update({f"{k}_loss": float(self.loss(k, x, w)) for k in ("val", "test")})
+            for k in self.acc_splits:
+                d = self.data[k]
+                out[f"{k}_acc"] = float(((d.a @ w) * d.s > 0).to(torch.float64).mean())
+        return out
 
 
 def implicit_hypergradient(g, f, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from typing import ClassVar
 
 import torch
 
+from problems import _ml
 from problems.base import (
     Index,
     Problem,
@@ -64,7 +65,7 @@ class HyperRepresentationParams:
 
 
 @register
-class HyperRepresentation(Problem):
+class HyperRepresentation(_ml.HeldOut, Problem):
     """T5 linear hyper-representation with closed-form w* and grad Phi (module docstring)."""
 
     name = "hyperrep-linear"
@@ -128,12 +129,3 @@ class HyperRepresentation(Problem):
         grad = torch.outer(bq, w) - (torch.outer(a.T @ r, v) + torch.outer(a.T @ (z @ v), w)) / a.shape[0]
         return grad.reshape(-1)
 
-    def value(self, x):
-        return self.f(x, self.y_star(x))
-
-    def metrics(self, x, y):
-        out = super().metrics(x, y)
-        with torch.no_grad():
-            w = self.y_star(x)
-            out["val_loss"], out["test_loss"] = (float(self.loss(k, x, w)) for k in ("val", "test"))
-        return out

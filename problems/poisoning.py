@@ -62,13 +62,14 @@ class PoisoningParams:
 
 
 @register
-class Poisoning(Problem):
+class Poisoning(_ml.HeldOut, Problem):
     """T8 data poisoning of a logistic model (module docstring)."""
 
     name = "poisoning"
     Params = PoisoningParams
     description = "T8 poison points against logistic regression on bundled data (Newton w*, exact grad Phi)"
     main_metric = "value"
+    acc_splits = ("test",)
     test_params: ClassVar[dict] = {"dataset": "diabetes", "n_poison": 2, "val_fraction": 0.4, "test_fraction": 0.4}
 
     def __init__(self, params: PoisoningParams, device="cpu", dtype: torch.dtype | None = None):
@@ -102,13 +103,13 @@ class Poisoning(Problem):
         margins = take(self.labels, idx) * (self.features(x, idx) @ y)
         return F.softplus(-margins).mean() + 0.5 * self.params.reg * y.square().sum()
 
-    def loss(self, split: str, w, idx: Index = None):
-        """Mean logistic loss of the model w on the samples idx of a clean split."""
+    def loss(self, split: str, x, w, idx: Index = None):
+        """Mean logistic loss of the model w on the samples idx of a clean split (x unused)."""
         d = self.data[split]
         return F.softplus(-take(d.s, idx) * (w @ take(d.a, idx).T)).mean(-1)
 
     def f(self, x, y, idx: Index = None):
-        return -self.loss("val", y, idx)
+        return -self.loss("val", x, y, idx)
 
     def y_star(self, x):
         return self._y_star(x)
@@ -116,12 +117,3 @@ class Poisoning(Problem):
     def hypergradient(self, x):
         return _ml.implicit_hypergradient(self.g, self.f, x, self.y_star(x))
 
-    def value(self, x):
-        return self.f(x, self.y_star(x))
-
-    def metrics(self, x, y):
-        out = super().metrics(x, y)
-        w, test = self.y_star(x), self.data["test"]
-        out["val_loss"], out["test_loss"] = float(self.loss("val", w)), float(self.loss("test", w))
-        out["test_acc"] = float(((test.a @ w) * test.s > 0).double().mean())
-        return out

@@ -56,7 +56,7 @@ class LogisticParams(RidgeParams):
     dataset: str = "breast_cancer"
 
 
-class _Regularization(Problem):
+class _Regularization(_ml.HeldOut, Problem):
     """Shared data, objectives and metrics of the two T3 problems (module docstring)."""
 
     main_metric = "val_loss"
@@ -73,30 +73,21 @@ class _Regularization(Problem):
         self.y0 = torch.zeros(self.dim_y, device=self.device, dtype=self.dtype)
         self._y_star = _ml.LastSolve(self._solve)
 
-    def loss(self, split: str, w, idx: Index = None):
-        """Mean loss of the model w on the samples idx of a split (w 1-D or stacked)."""
+    def loss(self, split: str, x, w, idx: Index = None):
+        """Mean loss of the model w on the samples idx of a split (w 1-D or stacked; x unused)."""
         d = self.data[split]
         u = w @ take(d.a, idx).T
         return self._loss(u, take(d.t, idx), take(d.s, idx)).mean(-1)
 
     def g(self, x, y, idx: Index = None):
-        return self.loss("train", y, idx) + 0.5 * (x.exp() * y.square()).sum(-1)
+        return self.loss("train", x, y, idx) + 0.5 * (x.exp() * y.square()).sum(-1)
 
     def f(self, x, y, idx: Index = None):
-        return self.loss("val", y, idx)
+        return self.loss("val", x, y, idx)
 
     def y_star(self, x):
         return self._y_star(x)
 
-    def value(self, x):
-        return self.f(x, self.y_star(x))
-
-    def metrics(self, x, y):
-        out = super().metrics(x, y)
-        with torch.no_grad():
-            w = self.y_star(x)
-            out["val_loss"], out["test_loss"] = (float(self.loss(k, w)) for k in ("val", "test"))
-        return out
 
 
 @register
@@ -131,6 +122,7 @@ class LogisticRegularization(_Regularization):
 
     name = "regularization-logistic"
     Params = LogisticParams
+    acc_splits = ("val", "test")
     description = "T3 per-feature logistic penalties on bundled data (Newton w*, exact grad Phi)"
 
     @staticmethod
@@ -142,11 +134,3 @@ class LogisticRegularization(_Regularization):
 
     def hypergradient(self, x):
         return _ml.implicit_hypergradient(self.g, self.f, x, self.y_star(x))
-
-    def metrics(self, x, y):
-        out = super().metrics(x, y)
-        w = self.y_star(x)
-        for k in ("val", "test"):
-            d = self.data[k]
-            out[f"{k}_acc"] = float(((d.a @ w) * d.s > 0).double().mean())
-        return out
