@@ -16,6 +16,10 @@ Exact, with Z = A L, H = Z^T Z / n + ridge I, residuals r = A L w - t (train), q
     w*(L) = H^{-1} Z^T t / n,          v = H^{-1} grad_w f = H^{-1} L^T B^T q / n_val
     grad Phi(L) = B^T q w^T / n_val - (A^T r v^T + A^T A L v w^T) / n       at w = w*(L)
 
+Analytic oracles (the same formulas on a minibatch; points may be stacked): with beta = L w and
+u = A_B^T (A_B beta - t_B) / b, grad_L g = u w^T, grad_w g = L^T u + ridge w,
+H v = L^T A_B^T A_B L v / b + ridge v, J v = u v^T + (A_B^T A_B L v / b) w^T (flattened).
+
 Start: L0 ~ N(0, 1 / m) entrywise (from the instance seed), w0 = 0. Metrics: ``val_loss`` =
 Phi(x) (main), ``test_loss`` (``n_test`` fresh samples), both at w*(L); ``grad_norm_sq``,
 ``value``, ``inner_gap``. Phi is nonconvex in L (no closed-form minimizer; its infimum is the
@@ -106,6 +110,40 @@ class HyperRepresentation(_ml.HeldOut, Problem):
     def f(self, x, y, idx: Index = None):
         return self.loss("val", x, y, idx)
 
+    # ------------------------------------------------------------------ analytic oracles
+    def _fit(self, split: str, x, w, idx: Index):
+        """(A_B, L, u = A_B^T (A_B L w - t_B) / b) for 1-D or stacked points."""
+        a, t = (take(v, idx) for v in self.data[split])
+        lmat = x.unflatten(-1, (self.params.dim_in, self.params.dim_rep))
+        res = (lmat @ w.unsqueeze(-1)).squeeze(-1) @ a.T - t
+        return a, lmat, res @ a / a.shape[0]
+
+    def _grads(self, split: str, x, w, idx: Index, ridge: float):
+        _, lmat, u = self._fit(split, x, w, idx)
+        gy = (lmat.transpose(-1, -2) @ u.unsqueeze(-1)).squeeze(-1) + ridge * w
+        return (u.unsqueeze(-1) * w.unsqueeze(-2)).flatten(-2), gy
+
+    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+        gx, gy = self._grads("train", x, y, idx, self.params.ridge)
+        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+
+    def grad_f(self, x, y, idx: Index = None):
+        return self._grads("val", x, y, idx, 0.0)
+
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        a, lmat, u = self._fit("train", x, y, idx)
+        q = (lmat @ v.unsqueeze(-1)).squeeze(-1) @ a.T @ a / a.shape[0]        # A^T A L v / b
+        hv = (lmat.transpose(-1, -2) @ q.unsqueeze(-1)).squeeze(-1) + self.params.ridge * v
+        jv = u.unsqueeze(-1) * v.unsqueeze(-2) + q.unsqueeze(-1) * y.unsqueeze(-2)
+        return hv, jv.flatten(-2)
+
+    def hvp(self, x, y, v, idx: Index = None):
+        return self.hvp_cross(x, y, v, idx)[0]
+
+    def cross(self, x, y, v, idx: Index = None):
+        return self.hvp_cross(x, y, v, idx)[1]
+
+    # ---------------------------------------------------------------------- ground truth
     def _system(self, x):
         """(H, A L) at L = x."""
         a = self.data["train"][0]
@@ -118,14 +156,7 @@ class HyperRepresentation(_ml.HeldOut, Problem):
         return torch.linalg.solve(h, z.T @ t / z.shape[0])
 
     def hypergradient(self, x):
-        h, z = self._system(x)
-        (a, t), (b, tv) = self.data["train"], self.data["val"]
-        lr = self._rep(x)
-        w = torch.linalg.solve(h, z.T @ t / a.shape[0])
-        q = b @ (lr @ w) - tv
-        bq = b.T @ q / b.shape[0]
-        v = torch.linalg.solve(h, lr.T @ bq)
-        r = z @ w - t
-        grad = torch.outer(bq, w) - (torch.outer(a.T @ r, v) + torch.outer(a.T @ (z @ v), w)) / a.shape[0]
-        return grad.reshape(-1)
+        w = self.y_star(x)
+        fx, fy = self.grad_f(x, w)
+        return fx - self.cross(x, w, torch.linalg.solve(self._system(x)[0], fy))     # J H^{-1} grad_w f
 
