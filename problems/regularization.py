@@ -88,6 +88,35 @@ class _Regularization(_ml.HeldOut, Problem):
     def y_star(self, x):
         return self._y_star(x)
 
+    # analytic oracles (1-D or stacked points): with u = A_B w and the loss derivatives l', l'',
+    # grad_w g = A_B^T l'(u) / b + e^x w, grad_x g = e^x w^2 / 2, H v = A_B^T (l''(u) A_B v) / b
+    # + e^x v, J v = e^x w v, grad f = (0, B^T l'(B w) / b)
+    def _derivs(self, split: str, w, idx: Index):
+        d = self.data[split]
+        a = take(d.a, idx)
+        d1, d2 = self._dloss(w @ a.T, take(d.t, idx), take(d.s, idx))
+        return a, d1, d2
+
+    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+        a, d1, _ = self._derivs("train", y, idx)
+        gy = d1 @ a / a.shape[0] + x.exp() * y
+        gx = 0.5 * x.exp() * y.square()
+        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+
+    def grad_f(self, x, y, idx: Index = None):
+        a, d1, _ = self._derivs("val", y, idx)
+        return torch.zeros_like(x), d1 @ a / a.shape[0]
+
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        a, _, d2 = self._derivs("train", y, idx)
+        return (d2 * (v @ a.T)) @ a / a.shape[0] + x.exp() * v, x.exp() * y * v
+
+    def hvp(self, x, y, v, idx: Index = None):
+        return self.hvp_cross(x, y, v, idx)[0]
+
+    def cross(self, x, y, v, idx: Index = None):
+        return x.exp() * y * v
+
 
 
 @register
@@ -101,6 +130,10 @@ class RidgeRegularization(_Regularization):
     @staticmethod
     def _loss(u, t, s):
         return 0.5 * (u - t).square()
+
+    @staticmethod
+    def _dloss(u, t, s):
+        return u - t, torch.ones_like(u)
 
     def _hessian(self, x):
         a = self.data["train"].a
@@ -128,6 +161,10 @@ class LogisticRegularization(_Regularization):
     @staticmethod
     def _loss(u, t, s):
         return F.softplus(-s * u)
+
+    @staticmethod
+    def _dloss(u, t, s):
+        return -s * torch.sigmoid(-s * u), torch.sigmoid(u) * torch.sigmoid(-u)
 
     def _solve(self, x):
         return _ml.newton(lambda w: self.g(x, w), torch.zeros_like(self.y0))
