@@ -42,8 +42,8 @@ class RankDeficientParams:
     dim_x: int = 10            # p
     dim_y: int = 20            # d
     rank: int = 10             # r < d, rank of H = P
-    n_inner: int = 64          # samples of g (1: deterministic)
-    n_outer: int = 16          # samples of f (1: deterministic)
+    n_inner: int = 256         # samples of g (1: deterministic)
+    n_outer: int = 64          # samples of f (1: deterministic)
     noise: float = 1.0         # scale of the per-sample terms e_i and a_j - a
     c: float = 0.1             # weight of c / 2 ||x - b||^2 in f
     instance_seed: int = 0     # seed of Q, M, a, b and the per-sample terms
