@@ -32,6 +32,7 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -257,10 +258,19 @@ def _import_ray():
 
 
 def check_ray(address: Optional[str]) -> None:
-    """Raise InputError unless ray is importable and ``address`` (if any) is HOST:PORT."""
+    """Raise InputError unless ray is importable and ``address`` (if any) is a reachable
+    HOST:PORT (Ray itself would retry a wrong address forever)."""
     _import_ray()
-    if address is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+:\d{1,5}", address):
+    if address is None:
+        return
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+:\d{1,5}", address):
         raise InputError(f"--address: {address!r} is not HOST:PORT; valid: e.g. 10.0.0.1:6379")
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise InputError(f"--address {address}: no Ray head reachable there ({exc.strerror or exc}); "
+                         "valid: the address printed by `ray start --head`") from None
 
 
 def _ray_task(spec: dict, warmup: int, threads: int, timeout: Optional[float]) -> RunResult:
