@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from probhelpers import close
 
 from bench.oracles import Oracles
 from bench.registry import load_problems
@@ -43,15 +44,6 @@ def point(prob, seed=0, batch=()):
 def indices(n):
     """None, a contiguous block, a stepped slice and a LongTensor with repeats."""
     return [None, slice(n // 3, n // 3 + max(1, n // 2)), slice(0, n, 2), torch.tensor([n - 1, 0, n - 1])]
-
-
-def close(a, b, **kw):
-    if isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b)
-        for u, w in zip(a, b):
-            close(u, w, **kw)
-    else:
-        torch.testing.assert_close(a, b, **{"rtol": 1e-9, "atol": 1e-11, **kw})
 
 
 def autograd_oracles(prob, x, y, v, idx_g, idx_f):

@@ -7,6 +7,7 @@ arrays with the documented storage layout, and dense solves with the mean matric
 import numpy as np
 import pytest
 import torch
+from probhelpers import close
 
 from bench.oracles import Oracles
 from problems.base import PROBLEMS
@@ -49,15 +50,6 @@ class Hidden:
 
     def f(self, x, y, idx=None):
         return self.prob.f(x, y, idx)
-
-
-def close(a, b, **kw):
-    if isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b)
-        for u, w in zip(a, b):
-            close(u, w, **kw)
-    else:
-        torch.testing.assert_close(a, b, **{"rtol": 1e-10, "atol": 1e-12, **kw})
 
 
 def dense_samples(prob, tmp_path):
