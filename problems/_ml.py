@@ -3,9 +3,8 @@
 * ``load_split``: a scikit-learn bundled data set (no download), split once into train / val /
   test from the instance seed, features standardized with the training statistics, plus an
   intercept column of ones. Raw arrays are loaded once per process and cached.
-* ``newton``: damped Newton on a smooth strongly convex function, to a gradient norm of 1e-12.
-* ``implicit_hypergradient``: grad Phi = grad_x f - J H^{-1} grad_y f at an exact inner solution,
-  with dense H from torch.func (for inner dimensions up to a few hundred).
+* ``Logistic``: penalized logistic loss with analytic gradient and Hessian, minimized by damped
+  Newton to a gradient norm of 1e-12.
 * ``HeldOut``: Phi = f(x, y*(x)) and the val / test metrics of the exact inner solution, for
   problems with ``y_star`` and ``loss(split, x, w)``.
 """
@@ -15,7 +14,7 @@ import functools
 from typing import NamedTuple
 
 import torch
-from torch.func import grad, hessian, vjp
+import torch.nn.functional as F
 
 from problems.base import check, is_int, is_real
 
@@ -76,23 +75,41 @@ def check_data_params(params) -> None:
     check(params, "instance_seed", is_int(params.instance_seed) and params.instance_seed >= 0, "an int >= 0")
 
 
-def newton(fn, y: torch.Tensor, tol: float = 1e-12, max_iter: int = 100) -> torch.Tensor:
-    """Minimize a smooth strongly convex fn from y to ||grad|| <= tol (at least 100 x the dtype's
-    epsilon: 1e-12 in float64, about 1e-5 in float32): Newton steps with Armijo backtracking
-    (full steps once the gradient is below 1e-6, where rounding makes the Armijo test unreliable)."""
-    gfn, hfn = grad(fn), hessian(fn)
-    tol = max(tol, 100 * torch.finfo(y.dtype).eps)
-    for _ in range(max_iter):
-        g = gfn(y)
-        gnorm = float(g.norm())
-        if gnorm <= tol:
-            break
-        step = torch.linalg.solve(hfn(y), g)
-        t, f0, slope = 1.0, fn(y), float(g @ step)
-        while gnorm > 1e-6 and t > 1e-10 and fn(y - t * step) > f0 - 1e-4 * t * slope:
-            t /= 2
-        y = y - t * step
-    return y
+class Logistic(NamedTuple):
+    """L2-penalized logistic loss l(w) = mean_i log(1 + exp(-s_i a_i . w)) + 1/2 sum penalty w^2
+    on rows a (n, d), labels s = +-1 and a penalty vector (d,), with analytic derivatives."""
+    a: torch.Tensor
+    s: torch.Tensor
+    penalty: torch.Tensor
+
+    def value(self, w):
+        return F.softplus(-self.s * (self.a @ w)).mean() + 0.5 * (self.penalty * w.square()).sum()
+
+    def grad(self, w):
+        return self.a.T @ (-self.s * torch.sigmoid(-self.s * (self.a @ w))) / self.a.shape[0] + self.penalty * w
+
+    def hessian(self, w):
+        u = self.a @ w
+        curv = torch.sigmoid(u) * torch.sigmoid(-u) / self.a.shape[0]
+        return (self.a.T * curv) @ self.a + torch.diag(self.penalty)
+
+    def solve(self, tol: float = 1e-12, max_iter: int = 100) -> torch.Tensor:
+        """The minimizer from w = 0, to ||grad|| <= tol (at least 100 x the dtype's epsilon:
+        1e-12 in float64, about 1e-5 in float32): Newton steps with Armijo backtracking (full
+        steps once the gradient is below 1e-6, where rounding makes the Armijo test unreliable)."""
+        w = torch.zeros_like(self.penalty)
+        tol = max(tol, 100 * torch.finfo(w.dtype).eps)
+        for _ in range(max_iter):
+            g = self.grad(w)
+            gnorm = float(g.norm())
+            if gnorm <= tol:
+                break
+            step = torch.linalg.solve(self.hessian(w), g)
+            t, f0, slope = 1.0, self.value(w), float(g @ step)
+            while gnorm > 1e-6 and t > 1e-10 and self.value(w - t * step) > f0 - 1e-4 * t * slope:
+                t /= 2
+            w = w - t * step
+        return w
 
 
 class LastSolve:
@@ -126,11 +143,3 @@ class HeldOut:
                 d = self.data[k]
                 out[f"{k}_acc"] = float(((d.a @ w) * d.s > 0).to(torch.float64).mean())
         return out
-
-
-def implicit_hypergradient(g, f, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """grad_x f - J H^{-1} grad_y f at (x, y = y*(x)), for full-data g(x, y) and f(x, y)."""
-    fx, fy = grad(f, argnums=(0, 1))(x, y)
-    v = torch.linalg.solve(hessian(g, argnums=1)(x, y), fy)
-    _, pull = vjp(lambda a: grad(g, argnums=1)(a, y), x)
-    return fx - pull(v)[0]

@@ -89,7 +89,7 @@ class Poisoning(_ml.HeldOut, Problem):
         self.n_inner, self.n_outer = n + k, self.data["val"].a.shape[0]
         self.x0 = torch.atanh(start).reshape(-1)
         self.y0 = torch.zeros(m + 1, device=self.device, dtype=self.dtype)
-        self._y_star = _ml.LastSolve(lambda x: _ml.newton(lambda w: self.g(x, w), torch.zeros_like(self.y0)))
+        self._y_star = _ml.LastSolve(lambda x: self._inner(x).solve())
 
     def features(self, x, idx: Index = None):
         """Rows of the inner samples idx (clean or poison) at the poison variables x (1-D)."""
@@ -114,6 +114,16 @@ class Poisoning(_ml.HeldOut, Problem):
     def y_star(self, x):
         return self._y_star(x)
 
+    def _inner(self, x):
+        """The full-data inner objective at the poison variables x (a penalized logistic loss)."""
+        return _ml.Logistic(self.features(x), self.labels, torch.full_like(self.y0, self.params.reg))
+
     def hypergradient(self, x):
-        return _ml.implicit_hypergradient(self.g, self.f, x, self.y_star(x))
+        """grad_x f - J H^{-1} grad_w f at w*(x), with grad_x f = 0 and J v by reverse mode."""
+        w, val = self.y_star(x), self.data["val"]
+        fy = -_ml.Logistic(val.a, val.s, torch.zeros_like(w)).grad(w)            # f = -val loss
+        v = torch.linalg.solve(self._inner(x).hessian(w), fy)
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_()
+            return -torch.autograd.grad((self._inner(xr).grad(w) * v).sum(), xr)[0]
 

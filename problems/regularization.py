@@ -14,8 +14,8 @@ training rows and lambda = e^x (one penalty per column, the intercept's included
   v = (A^T A / n + diag e^x)^{-1} grad_w f(w*).
 * ``regularization-logistic``: loss(u; s) = log(1 + e^{-s u}) on the binary label s = +-1
   (breast_cancer: benign; digits: digit >= 5; diabetes: target above its median). w*(x) by
-  damped Newton to ||grad_w g|| <= 1e-12 (float64), grad Phi by the implicit-function theorem
-  at that w* (dense Hessian: dim_y <= 65).
+  damped Newton to ||grad_w g|| <= 1e-12 (float64), grad Phi = -e^x * w* * v as for ridge with
+  the logistic Hessian in v (implicit-function theorem at that w*; dense, dim_y <= 65).
 
 Metrics (all at the exact inner solution w*(x), so they measure the hyperparameter x, not the
 solver's inner iterate; ``inner_gap`` = ||w - w*(x)||^2 measures that): ``val_loss`` = Phi(x)
@@ -166,8 +166,13 @@ class LogisticRegularization(_Regularization):
     def _dloss(u, t, s):
         return -s * torch.sigmoid(-s * u), torch.sigmoid(u) * torch.sigmoid(-u)
 
+    def _inner(self, x):
+        d = self.data["train"]
+        return _ml.Logistic(d.a, d.s, x.exp())
+
     def _solve(self, x):
-        return _ml.newton(lambda w: self.g(x, w), torch.zeros_like(self.y0))
+        return self._inner(x).solve()
 
     def hypergradient(self, x):
-        return _ml.implicit_hypergradient(self.g, self.f, x, self.y_star(x))
+        w = self.y_star(x)
+        return -x.exp() * w * torch.linalg.solve(self._inner(x).hessian(w), self.grad_f(x, w)[1])
