@@ -13,7 +13,8 @@ from the instance seed (so minibatch blocks mix them):
 
 Minimizing f maximizes the validation loss of the model retrained on the poisoned set. Phi is
 bounded (||w*|| <= sqrt(2 log 2 / reg)). Exact answers: w*(x) by damped Newton to
-||grad_w g|| <= 1e-12 (float64) and grad Phi by the implicit-function theorem at that w*.
+||grad_w g|| <= 1e-12 (float64) and grad Phi by the implicit-function theorem at that w*. Oracles are
+analytic (formulas in the class), checked against autograd by the conformance test.
 Start: the poison points are copies of k random training points (clipped to 0.95 box) with
 flipped labels; w0 = 0.
 
@@ -36,7 +37,6 @@ from problems.base import (
     check,
     is_int,
     is_real,
-    pointwise,
     register,
     take,
 )
@@ -92,16 +92,66 @@ class Poisoning(_ml.HeldOut, Problem):
         self._y_star = _ml.LastSolve(lambda x: self._inner(x).solve())
 
     def features(self, x, idx: Index = None):
-        """Rows of the inner samples idx (clean or poison) at the poison variables x (1-D)."""
-        k = self.params.n_poison
-        poison = self.params.box * torch.tanh(x.view(k, -1))
-        poison = torch.cat((poison, torch.ones(k, 1, device=x.device, dtype=x.dtype)), 1)
-        return torch.cat((self.clean, poison))[take(self.order, idx)]
+        """Rows (..., b, m + 1) of the inner samples idx (clean or poison) at the poison variables
+        x (1-D or stacked)."""
+        poison = self.params.box * torch.tanh(x.unflatten(-1, (self.params.n_poison, -1)))
+        poison = torch.cat((poison, torch.ones_like(poison[..., :1])), -1)
+        clean = self.clean.expand(*poison.shape[:-2], *self.clean.shape)
+        return torch.cat((clean, poison), -2)[..., take(self.order, idx), :]
 
-    @pointwise
+    def _margins(self, x, y, idx: Index):
+        """Rows A_B, labels s_B and l'(u), l''(u) of l(u) = log(1 + exp(-s u)) at u = A_B w."""
+        rows, s = self.features(x, idx), take(self.labels, idx)
+        u = (rows @ y.unsqueeze(-1)).squeeze(-1)
+        return rows, -s * torch.sigmoid(-s * u), torch.sigmoid(u) * torch.sigmoid(-u)
+
     def g(self, x, y, idx: Index = None):
-        margins = take(self.labels, idx) * (self.features(x, idx) @ y)
-        return F.softplus(-margins).mean() + 0.5 * self.params.reg * y.square().sum()
+        rows, s = self.features(x, idx), take(self.labels, idx)
+        margins = s * (rows @ y.unsqueeze(-1)).squeeze(-1)
+        return F.softplus(-margins).mean(-1) + 0.5 * self.params.reg * y.square().sum(-1)
+
+    # analytic oracles: with c_i = l'(u_i) / b and E the (b, k) indicator of "row i is poison j",
+    # grad_w g = A_B^T c + reg w, H v = A_B^T (l'' A_B v) / b + reg v; a poison row's features
+    # box tanh(X_j) move with X_j at rate box (1 - tanh^2 X_j), so grad_X g = (c E)_j w_[:m] * rate
+    # and J v = ((l'' A_B v / b) E)_j w_[:m] * rate + (c E)_j v_[:m] * rate.
+    def _poison_rows(self, idx: Index, like):
+        """E (b, k): E[i, j] = 1 if sample i of the batch is poison j."""
+        k = self.params.n_poison
+        pos = take(self.order, idx) - (self.n_inner - k)
+        return (pos.unsqueeze(-1) == torch.arange(k, device=pos.device)).to(like.dtype)
+
+    def _to_x(self, x, coef, vec):
+        """Flattened gradient in x of sum_j coef_j (poison_j . vec[:m]) (coef (..., k))."""
+        rate = self.params.box * (1 - torch.tanh(x.unflatten(-1, (self.params.n_poison, -1))).square())
+        m = rate.shape[-1]
+        return (coef.unsqueeze(-1) * vec[..., None, :m] * rate).flatten(-2)
+
+    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+        rows, d1, _ = self._margins(x, y, idx)
+        c = d1 / rows.shape[-2]
+        gy = (c.unsqueeze(-2) @ rows).squeeze(-2) + self.params.reg * y
+        gx = self._to_x(x, c @ self._poison_rows(idx, c), y) if "x" in wrt else None
+        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+
+    def grad_f(self, x, y, idx: Index = None):
+        d = self.data["val"]
+        a, s = take(d.a, idx), take(d.s, idx)
+        c = s * torch.sigmoid(-s * (y @ a.T)) / a.shape[0]          # - l'(u) / b (f = -val loss)
+        return torch.zeros_like(x), c @ a
+
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        rows, d1, d2 = self._margins(x, y, idx)
+        b = rows.shape[-2]
+        q = d2 * (rows @ v.unsqueeze(-1)).squeeze(-1) / b                       # l'' A_B v / b
+        hv = (q.unsqueeze(-2) @ rows).squeeze(-2) + self.params.reg * v
+        e = self._poison_rows(idx, q)
+        return hv, self._to_x(x, q @ e, y) + self._to_x(x, (d1 / b) @ e, v)
+
+    def hvp(self, x, y, v, idx: Index = None):
+        return self.hvp_cross(x, y, v, idx)[0]
+
+    def cross(self, x, y, v, idx: Index = None):
+        return self.hvp_cross(x, y, v, idx)[1]
 
     def loss(self, split: str, x, w, idx: Index = None):
         """Mean logistic loss of the model w on the samples idx of a clean split (x unused)."""
@@ -119,11 +169,7 @@ class Poisoning(_ml.HeldOut, Problem):
         return _ml.Logistic(self.features(x), self.labels, torch.full_like(self.y0, self.params.reg))
 
     def hypergradient(self, x):
-        """grad_x f - J H^{-1} grad_w f at w*(x), with grad_x f = 0 and J v by reverse mode."""
-        w, val = self.y_star(x), self.data["val"]
-        fy = -_ml.Logistic(val.a, val.s, torch.zeros_like(w)).grad(w)            # f = -val loss
-        v = torch.linalg.solve(self._inner(x).hessian(w), fy)
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_()
-            return -torch.autograd.grad((self._inner(xr).grad(w) * v).sum(), xr)[0]
+        """grad_x f - J H^{-1} grad_w f at w*(x) (grad_x f = 0)."""
+        w = self.y_star(x)
+        return -self.cross(x, w, torch.linalg.solve(self._inner(x).hessian(w), self.grad_f(x, w)[1]))
 
