@@ -133,8 +133,7 @@ def _execute(todo, store: Store, args, title: str) -> Optional[list]:
 
             executors.run(todo, store, executor=getattr(args, "executor", "process"),
                           jobs=args.jobs, warmup=args.warmup, threads=args.threads,
-                          timeout=args.run_timeout, force=getattr(args, "force", False),
-                          address=getattr(args, "address", None),
+                          timeout=args.run_timeout, address=getattr(args, "address", None),
                           on_done=on_done, on_tick=bar.refresh)
     except KeyboardInterrupt:
         err.print(f"\ninterrupted: {len(outcomes)} run(s) of this invocation are stored in "

@@ -76,9 +76,11 @@ def hard_limit(timeout: Optional[float]) -> float:
 class _Book:
     """Outcomes of one executor call, the claims it holds, and the next spec it may run."""
 
-    def __init__(self, specs: list[RunSpec], store: Store, force: bool,
+    def __init__(self, specs: list[RunSpec], store: Store,
                  on_done: Optional[Callable[[Outcome], None]]):
-        self.pending, self.store, self.force, self.on_done = deque(specs), store, force, on_done
+        self.pending, self.store, self.on_done = deque(specs), store, on_done
+        # specs given although stored (--force) run anyway; others stored meanwhile do not
+        self.stored = {s.run_id for s in specs if store.has_result(s.run_id)}
         self.out: list[Outcome] = []
 
     def done(self, spec: RunSpec, status: str, reason: str, result: Optional[RunResult] = None):
@@ -95,7 +97,7 @@ class _Book:
             spec = self.pending.popleft()
             if not self.store.claim(spec.run_id):
                 self.done(spec, ELSEWHERE, "being run by another suite process")
-            elif not self.force and self.store.has_result(spec.run_id):
+            elif spec.run_id not in self.stored and self.store.has_result(spec.run_id):
                 self.done(spec, ELSEWHERE, "stored meanwhile by another suite process")
             else:
                 return spec
@@ -107,9 +109,9 @@ class _Book:
 
 
 def run_serial(specs: list[RunSpec], store: Store, *, warmup: int = 2, threads: int = 1,
-               timeout: Optional[float] = None, force: bool = False,
+               timeout: Optional[float] = None,
                on_done: Optional[Callable[[Outcome], None]] = None) -> list[Outcome]:
-    book = _Book(specs, store, force, on_done)
+    book = _Book(specs, store, on_done)
     while (spec := book.take()) is not None:
         try:
             result = execute(spec, warmup=warmup, threads=threads, timeout=timeout)
@@ -197,12 +199,12 @@ def start_method(specs: list[RunSpec], threads: int) -> str:
 
 
 def run_pool(specs: list[RunSpec], store: Store, *, jobs: int = 2, warmup: int = 2,
-             threads: int = 1, timeout: Optional[float] = None, force: bool = False,
+             threads: int = 1, timeout: Optional[float] = None,
              on_done: Optional[Callable[[Outcome], None]] = None,
              on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
     method = start_method(specs, threads)
     ctx = mp.get_context(method)
-    book = _Book(specs, store, force, on_done)
+    book = _Book(specs, store, on_done)
     slots: list[_Slot] = []
 
     def finish(slot: _Slot, status: str, reason: str, result: Optional[RunResult] = None) -> None:
@@ -279,11 +281,11 @@ def _ray_task(spec: dict, warmup: int, threads: int, timeout: Optional[float]) -
 
 def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None, jobs: int = 2,
             warmup: int = 2, threads: int = 1, timeout: Optional[float] = None,
-            force: bool = False, on_done: Optional[Callable[[Outcome], None]] = None,
+            on_done: Optional[Callable[[Outcome], None]] = None,
             on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
     import logging
     ray = _import_ray()
-    book = _Book(specs, store, force, on_done)
+    book = _Book(specs, store, on_done)
     owned = not ray.is_initialized()
     if owned:
         plugins = os.environ.get("BENCH_PLUGINS")
@@ -295,7 +297,11 @@ def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None
             raise InputError(f"--address {address}: no Ray cluster reachable there "
                              f"({str(exc).strip().splitlines()[0]})") from None
     task = ray.remote(_ray_task)
-    capacity = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
+    have = ray.cluster_resources()
+    capacity = int(have.get("CPU", 1) // threads)
+    if any(s.device != "cpu" for s in specs):
+        capacity = min(capacity, int(have.get("GPU", 0)))
+    capacity = max(1, capacity)
     running: dict = {}                   # object ref -> (spec, time submitted)
     try:
         while True:
@@ -330,12 +336,11 @@ def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None
 
 
 def run(specs: list[RunSpec], store: Store, *, executor: str = "process", jobs: int = 2,
-        warmup: int = 2, threads: int = 1, timeout: Optional[float] = None, force: bool = False,
+        warmup: int = 2, threads: int = 1, timeout: Optional[float] = None,
         address: Optional[str] = None, on_done: Optional[Callable[[Outcome], None]] = None,
         on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
     """Run specs (claimed one by one, see the module docstring) and store every result."""
-    common = {"warmup": warmup, "threads": threads, "timeout": timeout, "force": force,
-              "on_done": on_done}
+    common = {"warmup": warmup, "threads": threads, "timeout": timeout, "on_done": on_done}
     if not specs:
         return []
     if executor == "serial":

@@ -135,7 +135,8 @@ class Store:
         return sorted(p.name for p in self.raw.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def load(self, run_ids: Optional[Iterable[str]] = None, *, with_failed: bool = False) -> pd.DataFrame:
-        """One tidy frame: a row per checkpoint of every stored run, with spec columns in front.
+        """One tidy frame: a row per checkpoint of every stored run, with spec columns in front
+        (failed and timed-out runs, which are not results, only ``with_failed``).
 
         Hyperparameters and problem parameters appear as ``hp.<name>`` / ``pp.<name>`` columns.
         """
@@ -143,7 +144,7 @@ class Store:
         for rid in (self.run_ids() if run_ids is None else run_ids):
             meta = self.read_meta(rid)
             status = self.status(rid)
-            if meta is None or status is None or (status == "failed" and not with_failed):
+            if meta is None or status is None or (status not in RESULT_STATUSES and not with_failed):
                 continue
             table = self.read_table(rid)
             spec = meta["spec"]

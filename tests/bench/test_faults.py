@@ -154,6 +154,8 @@ def test_failed_timeout_and_killed_runs_are_stored_listed_and_rerun(toys, tmp_pa
     assert {key: m["status"] for key, m in meta.items()} == {
         ("quad", "soba"): "finished", ("toy", "toy-raise"): "failed", ("toy", "toy-crash"): "failed",
         ("slow", "noop"): "timeout", ("stuck", "noop"): "timeout"}
+    assert set(st.load()["status"]) == {"finished"}                 # not results: not loaded
+    assert st.load(with_failed=True)["run_id"].nunique() == 5
     raised = meta["toy", "toy-raise"]["reason"]
     assert raised.startswith("Traceback") and "RuntimeError: toy-raise failed on purpose" in raised
     assert "signal SIGKILL" in meta["toy", "toy-crash"]["reason"]
