@@ -130,18 +130,19 @@ class HyperRepresentation(_ml.HeldOut, Problem):
     def grad_f(self, x, y, idx: Index = None):
         return self._grads("val", x, y, idx, 0.0)
 
-    def hvp_cross(self, x, y, v, idx: Index = None):
+    def hvp_cross(self, x, y, v, idx: Index = None, want: str = "hc"):
         a, lmat, u = self._fit("train", x, y, idx)
         q = (lmat @ v.unsqueeze(-1)).squeeze(-1) @ a.T @ a / a.shape[0]        # A^T A L v / b
         hv = (lmat.transpose(-1, -2) @ q.unsqueeze(-1)).squeeze(-1) + self.params.ridge * v
-        jv = u.unsqueeze(-1) * v.unsqueeze(-2) + q.unsqueeze(-1) * y.unsqueeze(-2)
-        return hv, jv.flatten(-2)
+        jv = (u.unsqueeze(-1) * v.unsqueeze(-2) + q.unsqueeze(-1) * y.unsqueeze(-2)).flatten(-2) \
+            if "c" in want else None
+        return hv, jv
 
     def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[0]
+        return self.hvp_cross(x, y, v, idx, "h")[0]
 
     def cross(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[1]
+        return self.hvp_cross(x, y, v, idx, "c")[1]
 
     # ---------------------------------------------------------------------- ground truth
     def _system(self, x):

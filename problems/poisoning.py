@@ -139,19 +139,21 @@ class Poisoning(_ml.HeldOut, Problem):
         c = s * torch.sigmoid(-s * (y @ a.T)) / a.shape[0]          # - l'(u) / b (f = -val loss)
         return torch.zeros_like(x), c @ a
 
-    def hvp_cross(self, x, y, v, idx: Index = None):
+    def hvp_cross(self, x, y, v, idx: Index = None, want: str = "hc"):
         rows, d1, d2 = self._margins(x, y, idx)
         b = rows.shape[-2]
         q = d2 * (rows @ v.unsqueeze(-1)).squeeze(-1) / b                       # l'' A_B v / b
-        hv = (q.unsqueeze(-2) @ rows).squeeze(-2) + self.params.reg * v
+        hv = (q.unsqueeze(-2) @ rows).squeeze(-2) + self.params.reg * v if "h" in want else None
+        if "c" not in want:
+            return hv, None
         e = self._poison_rows(idx, q)
         return hv, self._to_x(x, q @ e, y) + self._to_x(x, (d1 / b) @ e, v)
 
     def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[0]
+        return self.hvp_cross(x, y, v, idx, "h")[0]
 
     def cross(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[1]
+        return self.hvp_cross(x, y, v, idx, "c")[1]
 
     def loss(self, split: str, x, w, idx: Index = None):
         """Mean logistic loss of the model w on the samples idx of a clean split (x unused)."""
