@@ -315,7 +315,7 @@ def _summary(name: str, outcomes: list, skipped: int) -> int:
         err.print(f"  {o.status:8s} {o.label} ({o.run_id}): {o.reason}", markup=False, soft_wrap=True)
     if counts.get("failed") or counts.get("timeout"):
         err.print("failed and timed-out runs are stored with their reason and rerun by the same "
-                  "command", markup=False)
+                  "command", markup=False, soft_wrap=True)
     return 1 if counts.get("failed") or counts.get("timeout") else 0
 
 

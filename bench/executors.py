@@ -21,7 +21,8 @@ suite process is running, or has stored meanwhile, is left to it (outcome ``else
 two suite processes on one results folder split the work instead of duplicating it. With a
 ``timeout`` the run stops itself after the first step past it (status ``timeout``); the process
 and ray executors also kill a run that is still busy ``1.25 x timeout + 1`` s after it started
-(a step that never returns) and store it as ``timeout``.
+(a step that never returns; on Ray ``RAY_START`` s more, counted from the task's submission) and
+store it as ``timeout``.
 
 Every run uses ``threads`` intra-op threads (default 1), so that runs are bitwise reproducible
 whatever ``jobs`` is and parallel runs do not oversubscribe the cores.
@@ -49,6 +50,7 @@ from bench.store import Store
 
 EXECUTORS = ("process", "serial", "ray")
 ELSEWHERE = "elsewhere"          # outcome of a spec left to another suite process
+RAY_START = 60.0                 # seconds a Ray task may take to start (worker process, imports)
 
 
 @dataclass
@@ -68,9 +70,10 @@ def _outcome(spec: RunSpec, status: str, reason: str) -> Outcome:
     return Outcome(spec.run_id, _label(spec), status, last)
 
 
-def hard_limit(timeout: Optional[float]) -> float:
-    """Seconds after which an executor kills a run that has not stopped itself."""
-    return 1.25 * timeout + 1.0 if timeout else float("inf")
+def hard_limit(timeout: Optional[float], start: float = 0.0) -> float:
+    """Seconds after which an executor kills a run that has not stopped itself (``start``: how
+    long the run may take to begin after it was handed over)."""
+    return 1.25 * timeout + 1.0 + start if timeout else float("inf")
 
 
 class _Book:
@@ -187,9 +190,9 @@ def _death(exitcode: Optional[int]) -> str:
     return f"worker process died ({why}) while running this spec"
 
 
-def _killed(timeout: float) -> str:
-    return (f"still running {hard_limit(timeout):g} s after it started (--run-timeout {timeout:g} s): "
-            "killed")
+def _killed(timeout: float, start: float = 0.0) -> str:
+    return (f"still running {hard_limit(timeout, start):g} s after it was handed over "
+            f"(--run-timeout {timeout:g} s): killed")
 
 
 def start_method(specs: list[RunSpec], threads: int) -> str:
@@ -320,10 +323,11 @@ def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None
                     result = _lost(spec, "failed", f"ray task died: {exc}")
                 book.done(spec, result.status, result.meta.get("reason", ""), result)
             for ref, (spec, started) in list(running.items()):
-                if time.monotonic() - started > hard_limit(timeout):
+                if time.monotonic() - started > hard_limit(timeout, RAY_START):
                     ray.cancel(ref, force=True)
                     del running[ref]
-                    book.done(spec, "timeout", _killed(timeout), _lost(spec, "timeout", _killed(timeout)))
+                    why = _killed(timeout, RAY_START)
+                    book.done(spec, "timeout", why, _lost(spec, "timeout", why))
             if on_tick:
                 on_tick()
     finally:

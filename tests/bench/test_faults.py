@@ -16,7 +16,7 @@ from bench.runner import execute
 from bench.spec import make_spec
 from bench.store import Store
 
-ITERS, SEEDS = 3000, 8
+ITERS, SEEDS = 1500, 8
 SLOW_SUITE = f"""
 seeds = {list(range(SEEDS))}
 budget = {{ iters = {ITERS} }}
