@@ -28,9 +28,8 @@ def _raw(name: str):
     Binary labels: breast_cancer its own (malignant = -1); digits: digit >= 5; diabetes: target
     above its median. Real targets: diabetes its own; the classification sets their +-1 label.
     """
-    from sklearn import (
-        datasets,  # imported here: only the data problems need scikit-learn
-    )
+    # imported here: only the data problems need scikit-learn
+    from sklearn import datasets
     x, t = getattr(datasets, f"load_{name}")(return_X_y=True)
     x, t = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(t, dtype=torch.float64)
     if name == "diabetes":
