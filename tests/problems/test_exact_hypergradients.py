@@ -22,7 +22,7 @@ CASES = {
     "T2-benchopt": lambda: NonconvexQuadratic(NonconvexQuadraticParams(
         dim_x=4, dim_y=3, n_inner=6, n_outer=5, construction="benchopt", nonconvex=3.0)),
     "T3-ridge-diabetes": lambda: RidgeRegularization(RidgeParams()),
-    "T3-ridge-breast_cancer": lambda: RidgeRegularization(RidgeParams(dataset="breast_cancer", instance_seed=2)),
+    "T3-ridge-seed2": lambda: RidgeRegularization(RidgeParams(instance_seed=2, x0=0.5)),
     "T5-linear": lambda: HyperRepresentation(HyperRepresentationParams(dim_in=6, dim_rep=4, n_train=30, n_val=20)),
     "T7": lambda: RankDeficient(RankDeficientParams(dim_x=4, dim_y=6, rank=3)),
     "T7-rank1": lambda: RankDeficient(RankDeficientParams(dim_x=3, dim_y=5, rank=1, n_inner=1, n_outer=1)),
