@@ -29,6 +29,7 @@ whatever ``jobs`` is and parallel runs do not oversubscribe the cores.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import re
@@ -135,8 +136,21 @@ def _die_with_parent() -> None:
             pass
 
 
+@contextlib.contextmanager
+def _sigint_held():
+    """Hold Ctrl-C while a worker is forked: a KeyboardInterrupt raised inside the fork machinery
+    (logging's at-fork hooks) is printed and swallowed by Python, and the suite would go on. The
+    held signal is delivered when the block ends; the worker inherits the mask and lifts it."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _worker(conn, results_dir: str, warmup: int, threads: int, timeout: Optional[float]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent()
     store = Store(results_dir)
     while True:
@@ -154,7 +168,8 @@ class _Slot:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker, args=(child, results_dir, warmup, threads, timeout),
                                 daemon=True)
-        self.proc.start()
+        with _sigint_held():
+            self.proc.start()
         child.close()
         self.spec: Optional[RunSpec] = None
         self.started = 0.0
