@@ -235,6 +235,7 @@ class Quadratic(Problem):
     name = "quadratic"
     Params = QuadraticParams
     description = "bilevel quadratic with exact answers (benchopt-style rank-one samples)"
+    test_params = {"dim_x": 6, "dim_y": 5, "n_inner": 24, "n_outer": 16}
 
     def __init__(self, params: QuadraticParams, device="cpu", dtype: Optional[torch.dtype] = None):
         super().__init__(params, device, dtype)
