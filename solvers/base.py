@@ -12,7 +12,10 @@ A solver is a class with
   and ``ctx = Context(oracles, hp, generator)``. It must hold ``x`` and ``y``; it may hold
   ``hypergrad`` and ``hypergrad_x`` (the last hypergradient estimate and the point where it
   was formed), which the runner compares with the exact one when the problem has it.
-* optionally ``skip(problem_info) -> (bool, reason)`` to opt out of a problem.
+* optionally ``skip(problem_info) -> (bool, reason)`` to opt out of a problem;
+* optionally ``donated``: names of state fields that ``step`` may overwrite in place (large
+  buffers such as SAGA tables; the runner never steps a state twice). Every other tensor of
+  the input state must be left untouched.
 
 A solver does not loop over iterations, read clocks, evaluate metrics, print, seed or write
 files: the runner does all of that. All randomness comes from the generator passed to init

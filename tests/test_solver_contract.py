@@ -70,7 +70,8 @@ def test_steps_keep_shapes_types_and_inputs(name, dtype):
         new = solver.step(state)
         assert type(new) is type(state)
         for k, v in tensors(state).items():       # the input state is not mutated
-            assert torch.equal(v, before[k]), f"step mutated state.{k}"
+            if k not in getattr(type(solver), "donated", ()):
+                assert torch.equal(v, before[k]), f"step mutated state.{k}"
         for k, v in tensors(new).items():
             assert not v.requires_grad and v.grad_fn is None, f"state.{k} carries a graph"
             assert v.device == state.x.device

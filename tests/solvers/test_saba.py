@@ -43,6 +43,21 @@ def test_saga_estimator_is_unbiased_over_batch_draws():
     assert (torch.stack(plain).mean(0) - want).norm() > 1e-3 * want.norm()
 
 
+def test_donated_table_is_refreshed_in_place():
+    """donate=True writes the refreshed rows into the given table (same storage, no copy) and
+    returns the same estimate and mean as the copying form; the rows left alone keep their
+    values (exact: same float operations)."""
+    gen = torch.Generator().manual_seed(3)
+    table, new = torch.randn(6, 4, generator=gen, dtype=D64), torch.randn(2, 4, generator=gen, dtype=D64)
+    rows, kept = torch.tensor([4, 1]), torch.tensor([0, 2, 3, 5])
+    est, copy, mean = ops.saga(table, table.mean(0), rows, new)
+    original = table.clone()
+    est_d, donated, mean_d = ops.saga(table, table.mean(0), rows, new, donate=True)
+    assert donated.data_ptr() == table.data_ptr() and copy.data_ptr() != table.data_ptr()
+    assert torch.equal(est_d, est) and torch.equal(mean_d, mean) and torch.equal(donated, copy)
+    assert torch.equal(table[rows], new) and torch.equal(table[kept], original[kept])
+
+
 def test_init_pass_and_per_step_cost():
     """Init: tables = per-sample values at (x0, y0, v0 = 0), so their means are the full-batch
     gradients (closed form, float64 -> 1e-10); cost n_inner grad_g + n_outer grad_f calls of one
