@@ -178,7 +178,8 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
                 p.get("budget", base_budget) or {}, f"{where}.problems.{plabel}.budget")
             for seed in base_seeds:
                 specs.append(make_spec(
-                    p["name"], s["name"], problem_params=_table(p.get("params", {}), f"{where}.problems.{plabel}.params"),
+                    p["name"], s["name"],
+                    problem_params=_table(p.get("params", {}), f"{where}.problems.{plabel}.params"),
                     solver_params=hp, seed=seed, budget=run_budget, device=device,
                     dtype=p.get("dtype"), suite=sname, problem_label=plabel, solver_label=s["label"],
                     where=f"{where}.{plabel}/{s['label']}"))

@@ -19,7 +19,14 @@ name = "soba"
 params = { inner_lr = 0.5, outer_lr = 0.5, batch_size = 8 }
 [[solvers]]
 name = "esj-s"
-params = { inner_lr = 0.5, inner_steps = 5, n_directions = 3, mu = 0.01, outer_lr = 0.05, batch_size = 8, outer_batch_size = 8 }
+[solvers.params]
+inner_lr = 0.5
+inner_steps = 5
+n_directions = 3
+mu = 0.01
+outer_lr = 0.05
+batch_size = 8
+outer_batch_size = 8
 """
 
 

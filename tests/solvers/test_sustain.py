@@ -41,7 +41,7 @@ def test_full_batch_directions_and_steps_are_exact():
             hf = hbar(x_ref, y_ref, q)
         else:
             eta_f = 0.3 / (2.0 + k - 1) ** (2 / 3)
-            hf = hbar(x_ref, y_ref, q) + (1 - eta_f) * (hf - hbar(x_prev, y_prev, q))
+            hf = hbar(x_ref, y_ref, q) + (1 - eta_f) * (hf - hbar(x_prev, y_prev, q))  # noqa: F821 (set at k=0)
         a = 1 / (2.0 + k) ** (1 / 3)
         x_prev, y_prev = x_ref, y_ref
         x_ref, y_ref = x_ref - 0.4 * a * hf, y_ref - 0.7 * a * hg
