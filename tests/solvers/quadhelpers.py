@@ -7,7 +7,9 @@ Plain functions and classes, imported by the tests/solvers/test_*.py modules
 * ``starter(solver_cls, ...)``: builds the ``start(prob, hp, seed, oracles_cls)`` function that
   creates the oracles and the initial solver state, for any solver class;
 * ``make_oracles``: plain oracles on the harness's sampling generator;
-* closed forms from the mean matrices: ``grad_phi``, ``exact_grad``, ``neumann_target``;
+* closed forms from the mean matrices: ``grad_phi``, ``exact_grad``, ``neumann_target``,
+  ``level_hypergrad`` (one level q of the randomized Neumann estimator), and ``replay`` (a copy
+  of a generator, to replay the levels a solver draws);
 * oracle spies: ``LoggingOracles`` (the hook all spies share), ``SpyOracles`` (kind, index set
   and evaluated points of every call) and ``IidOracles`` (minibatches i.i.d. with replacement).
 """
@@ -140,6 +142,21 @@ class IidOracles(Oracles):
 
 
 # ----------------------------------------------- SOBA-family closed forms (SABA, SRBA)
+
+def level_hypergrad(m, x, y, eta, n_terms, q):
+    """grad_x f - C N eta (I - eta A)^q grad_y f at (x, y): the randomized Neumann hypergradient
+    (BSA, TTSA, SUSTAIN) at truncation level q with N = n_terms, from the mean matrices."""
+    step_a = torch.eye(m["A"].shape[0], dtype=m["A"].dtype) - eta * m["A"]
+    fy = m["F"] @ y + m["E"].T @ x + m["b"]
+    return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ (n_terms * eta * torch.linalg.matrix_power(step_a, q) @ fy)
+
+
+def replay(gen: torch.Generator) -> torch.Generator:
+    """A new generator in gen's current state: it draws what gen will draw next."""
+    out = torch.Generator().manual_seed(0)
+    out.set_state(gen.get_state())
+    return out
+
 
 def full_directions(m, x, y, v):
     """SOBA's full-batch directions from the mean matrices (independent of the solver)."""

@@ -7,7 +7,7 @@ from bench.oracles import Oracles, make_generators
 from solvers import ops
 from solvers.bsa import Bsa, BsaHP
 
-from quadhelpers import D64, IidOracles, grad_phi, make_problem, neumann_target
+from quadhelpers import D64, IidOracles, grad_phi, level_hypergrad, make_problem, neumann_target, replay
 
 
 def test_random_truncation_is_unbiased_for_n_term_series():
@@ -50,16 +50,12 @@ def test_full_batch_steps_are_exact():
                neumann_n=5, batch_size=8)
     gens = make_generators(0)
     s = Bsa().init(Oracles(prob, gens["sampling"]), prob.x0, prob.y0, hp, gens["solver"])
-    replay = torch.Generator().manual_seed(0)
-    replay.set_state(gens["solver"].get_state())
-    step_a = torch.eye(4, dtype=D64) - 0.7 * m["A"]
+    levels = replay(gens["solver"])
     for k in range(4):
         x, y = s.x, s.y
         for _ in range(3):
             y = y - 0.6 * (m["A"] @ y + m["C"].T @ x + m["a"])
-        q = int(torch.randint(5, (1,), generator=replay))
-        fy = m["F"] @ y + m["E"].T @ x + m["b"]
-        h = m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ (5 * 0.7 * torch.linalg.matrix_power(step_a, q) @ fy)
+        h = level_hypergrad(m, x, y, 0.7, 5, int(torch.randint(5, (1,), generator=levels)))
         s = Bsa().step(s)
         torch.testing.assert_close(s.y, y, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(s.hypergrad, h, rtol=1e-10, atol=1e-10)

@@ -8,7 +8,7 @@ import torch
 
 from solvers.sustain import Sustain, SustainHP
 
-from quadhelpers import D64, SpyOracles, grad_phi, make_problem, starter
+from quadhelpers import D64, SpyOracles, grad_phi, level_hypergrad, make_problem, replay, starter
 
 start = starter(Sustain, return_gen=True)
 
@@ -25,17 +25,14 @@ def test_full_batch_directions_and_steps_are_exact():
                    neumann_n=5, batch_size=8)
     _, s, gen = start(prob, hp)
     assert torch.equal(s.x_prev, prob.x0) and torch.equal(s.y_prev, prob.y0)   # not zero
-    replay = torch.Generator().manual_seed(0)
-    replay.set_state(gen.get_state())
-    step_a = torch.eye(4, dtype=D64) - 0.6 * m["A"]
+    levels = replay(gen)
 
     def hbar(x, y, q):
-        fy = m["F"] @ y + m["E"].T @ x + m["b"]
-        return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ (5 * 0.6 * torch.linalg.matrix_power(step_a, q) @ fy)
+        return level_hypergrad(m, x, y, 0.6, 5, q)
 
     x_ref, y_ref, hf = prob.x0, prob.y0, None
     for k in range(6):
-        q = int(torch.randint(5, (1,), generator=replay))
+        q = int(torch.randint(5, (1,), generator=levels))
         hg = m["A"] @ y_ref + m["C"].T @ x_ref + m["a"]
         if k == 0:
             hf = hbar(x_ref, y_ref, q)
