@@ -150,7 +150,8 @@ def cmd_run(args) -> int:
     suite = suites.load(args.suite, seeds=_seeds(args.seeds) if args.seeds else None,
                         budget=budget, device=args.device,
                         solvers=_canonical(_csv(",".join(args.solver))) if args.solver else None,
-                        problems=_csv(",".join(args.problem)) if args.problem else None)
+                        problems=_csv(",".join(args.problem)) if args.problem else None,
+                        scale=args.scale)
     store = Store(args.results_dir)
     store.check_writable(allow_foreign=False)
     broken = {s.run_id: store.corruption(s.run_id) for s in suite.specs if store.corruption(s.run_id)}
@@ -363,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", action="append", metavar="NAME[,NAME]",
                    help="only these problems (name or suite label); repeatable")
     p.add_argument("--seeds", metavar="LIST", help="seeds to run instead of the suite's: '0,1,2' or '0-4'")
+    p.add_argument("--scale", default="cpu", choices=suites.SCALES,
+                   help="cpu: the suite's budgets for a 2-core machine (default); full: its "
+                        "full_budget / full_params, the sizes meant for a GPU")
     p.add_argument("--budget", metavar="SPEC",
                    help="budget for every run instead of the suite's, e.g. 'iters=1000', "
                         "'seconds=10,calls=1e5', 'samples=1e6', 'iters=1e4,target=grad_norm_sq<=1e-8'")

@@ -5,6 +5,7 @@ A suite is a name of a file in ``bench/suites/`` or a path to a ``.toml`` file::
     description = "what the suite is for"
     seeds = [0, 1, 2]                 # default seeds of every run
     budget = { iters = 1000 }         # default budget (iters, seconds, calls, samples, target)
+    full_budget = { iters = 100000 }  # optional: the budget under --scale full (GPU machines)
     include = ["quadratic"]           # optional: other suites whose runs are added
     all_solvers = false               # true: every registered solver not listed below runs too,
                                       # with its default hyperparameters
@@ -15,6 +16,8 @@ A suite is a name of a file in ``bench/suites/`` or a path to a ``.toml`` file::
     name = "quadratic"                # registered problem
     params = { dim_x = 10, dim_y = 10 }
     budget = { iters = 200 }          # optional override for this problem
+    full_budget = { iters = 20000 }   # optional override under --scale full
+    full_params = { dim_x = 1000 }    # optional: parameters changed under --scale full
     dtype = "float64"                 # optional, else the problem's default
 
     [[solvers]]
@@ -29,6 +32,11 @@ A suite is a name of a file in ``bench/suites/`` or a path to a ``.toml`` file::
 
 Files are parsed as data (tomllib), validated completely before anything runs, and every
 problem is a one-line ``InputError`` naming the field.
+
+Scales: ``--scale cpu`` (the default) runs the budgets and parameters sized for the 2-core
+reference machine; ``--scale full`` runs the same grid with each problem's ``full_budget``
+(else the suite's ``full_budget``, else the cpu budget) and its params updated by
+``full_params``: the budgets a GPU user runs. Tuned hyperparameters are the same at both scales.
 """
 from __future__ import annotations
 
@@ -47,8 +55,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-TOP_KEYS = ("description", "seeds", "budget", "include", "all_solvers", "notes", "problems", "solvers")
-PROBLEM_KEYS = ("label", "name", "params", "budget", "dtype")
+TOP_KEYS = ("description", "seeds", "budget", "full_budget", "include", "all_solvers", "notes", "problems", "solvers")
+PROBLEM_KEYS = ("label", "name", "params", "budget", "full_budget", "full_params", "dtype")
+SCALES = ("cpu", "full")
 SOLVER_KEYS = ("label", "name", "params", "problems", "tuned", "tuned_with")
 
 
@@ -122,8 +131,10 @@ def read(name: str) -> dict:
 
 def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budget] = None,
          device: str = "cpu", solvers: Optional[list[str]] = None,
-         problems: Optional[list[str]] = None, _stack: tuple = ()) -> Suite:
-    """Expand a suite into validated run specs (deduplicated by run id)."""
+         problems: Optional[list[str]] = None, scale: str = "cpu", _stack: tuple = ()) -> Suite:
+    """Expand a suite into validated run specs (deduplicated by run id) at a scale (see above)."""
+    if scale not in SCALES:
+        raise InputError(f"--scale: unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     sname, _ = _path(name)
     if sname in _stack:
         raise InputError(f"suite {sname}: include cycle {' -> '.join(_stack + (sname,))}")
@@ -133,6 +144,8 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
     suite = Suite(sname, str(doc.get("description", "")), str(doc.get("notes", "")))
     base_seeds = seeds or _seeds(doc.get("seeds", [0]), f"{where}.seeds")
     base_budget = doc.get("budget")
+    if scale == "full" and doc.get("full_budget") is not None:
+        base_budget = doc["full_budget"]
 
     specs: list[RunSpec] = []
     include = doc.get("include", [])
@@ -140,7 +153,7 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
         raise InputError(f"{where}.include: expected a list of suite names, got {include!r}")
     for inc in include:
         sub = load(_str(inc, f"{where}.include"), seeds=seeds, budget=budget, device=device,
-                   _stack=_stack + (sname,))
+                   scale=scale, _stack=_stack + (sname,))
         specs.extend(sub.specs)
 
     plist = doc.get("problems", [])
@@ -169,17 +182,23 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
         sentries.update({n: {"name": n, "label": n} for n in load_solvers() if n not in listed})
 
     for plabel, p in plabels.items():
+        w = f"{where}.problems.{plabel}"
+        pparams = dict(_table(p.get("params", {}), f"{w}.params"))
+        full_params = _table(p.get("full_params", {}), f"{w}.full_params")
+        pbudget = p.get("budget", base_budget)
+        if scale == "full":
+            pparams.update(full_params)
+            pbudget = p.get("full_budget", doc.get("full_budget", pbudget))
         for s in sentries.values():
             if "problems" in s and plabel not in s["problems"]:
                 continue
             hp = dict(_table(s.get("params", {}), f"{where}.solvers.{s['label']}.params"))
             hp.update(_table(s.get("tuned", {}).get(plabel, {}), f"{where}.solvers.{s['label']}.tuned"))
-            run_budget = budget or Budget.from_dict(
-                p.get("budget", base_budget) or {}, f"{where}.problems.{plabel}.budget")
+            run_budget = budget or Budget.from_dict(pbudget or {}, f"{w}.{'full_' * (scale == 'full')}budget")
             for seed in base_seeds:
                 specs.append(make_spec(
                     p["name"], s["name"],
-                    problem_params=_table(p.get("params", {}), f"{where}.problems.{plabel}.params"),
+                    problem_params=pparams,
                     solver_params=hp, seed=seed, budget=run_budget, device=device,
                     dtype=p.get("dtype"), suite=sname, problem_label=plabel, solver_label=s["label"],
                     where=f"{where}.{plabel}/{s['label']}"))

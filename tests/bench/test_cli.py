@@ -55,6 +55,7 @@ def _run(argv, res):
      ["tuned_with.nope", "not a problem label", "valid: t"]),
     (("name = \"toy-gd\"", "name = \"toy-gd\"\ntuned_with = { t = 3 }"),
      ["tuned_with.t", "non-empty string"]),
+    (("label = \"t\"", "label = \"t\"\nfull_params = 3"), ["t.full_params", "expected a table"]),
 ])
 def test_bad_suite_files(toys, tmp_path, capsys, write_suite, edit, needles):
     old, new = edit
@@ -121,3 +122,18 @@ def test_help_everywhere(capsys):
             main(argv)
         assert exc.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+def test_scale_full_takes_full_budget_and_params(toys, write_suite):
+    """--scale full: a problem's full_budget, else the suite's; params updated by full_params;
+    the cpu scale (default) ignores both."""
+    from bench import suites
+    path = write_suite(GOOD.replace("budget = { iters = 5 }", "budget = { iters = 5 }\nfull_budget = { iters = 50 }")
+                       + '[[problems]]\nname = "toy"\nlabel = "u"\nparams = { dim = 3 }\n'
+                         'full_budget = { iters = 70 }\nfull_params = { dim = 4 }\n')
+    cpu = {s.problem_label: s for s in suites.load(path).specs}
+    full = {s.problem_label: s for s in suites.load(path, scale="full").specs}
+    assert (cpu["t"].budget.iters, cpu["u"].budget.iters) == (5, 5)
+    assert (full["t"].budget.iters, full["u"].budget.iters) == (50, 70)
+    assert cpu["u"].problem_params["dim"] == 2 and full["u"].problem_params["dim"] == 4
+    assert cpu["t"].run_id != full["t"].run_id
