@@ -129,7 +129,7 @@ def test_scale_full_takes_full_budget_and_params(toys, write_suite):
     the cpu scale (default) ignores both."""
     from bench import suites
     path = write_suite(GOOD.replace("budget = { iters = 5 }", "budget = { iters = 5 }\nfull_budget = { iters = 50 }")
-                       + '[[problems]]\nname = "toy"\nlabel = "u"\nparams = { dim = 3 }\n'
+                       + '[[problems]]\nname = "toy"\nlabel = "u"\nparams = { dim = 2 }\n'
                          'full_budget = { iters = 70 }\nfull_params = { dim = 4 }\n')
     cpu = {s.problem_label: s for s in suites.load(path).specs}
     full = {s.problem_label: s for s in suites.load(path, scale="full").specs}
