@@ -1,4 +1,9 @@
-"""T5 hyper-representation, linear: a linear representation (outer) under a ridge head (inner).
+"""T5 hyper-representation: a representation (outer) under a regularized linear head (inner).
+
+Two problems: ``hyperrep-linear`` (below) and ``hyperrep-deep`` (class ``DeepHyperRepresentation``,
+its own docstring: a network on MNIST-1D under a softmax head).
+
+``hyperrep-linear``: a linear representation (outer) under a ridge head (inner).
 
 The linear setting of the ESJ paper (Sow, Ji, Liang, "Hessian-free bilevel optimizer via
 evolution strategies", 2022; its numbers p = 64, d = 128, n = 500, ridge 0.1, read here as a
@@ -33,8 +38,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from problems import _ml
+from problems import _ml, _nets
 from problems.base import (
     Index,
     Problem,
@@ -161,3 +168,112 @@ class HyperRepresentation(_ml.HeldOut, Problem):
         fx, fy = self.grad_f(x, w)
         return fx - self.cross(x, w, torch.linalg.solve(self._system(x)[0], fy))     # J H^{-1} grad_w f
 
+
+
+# ------------------------------------------------------------------------------ deep (T5)
+BACKBONES = ("mlp", "conv")
+N_CLASSES = 10
+MNIST1D_SIZE = 5000        # samples of MNIST-1D with its published arguments (problems/_nets.py)
+
+
+@dataclass(frozen=True)
+class DeepHyperRepresentationParams:
+    """Instance of T5 (deep)."""
+
+    backbone: str = "mlp"      # "mlp" or "conv" (the 1-D conv of problems/_nets.py)
+    width: int = 32            # hidden width of the MLP, or channels of the conv layers
+    depth: int = 2             # hidden layers of the MLP, or conv layers
+    n_train: int = 1000        # samples of g (MNIST-1D has 5000 in all)
+    n_val: int = 1000          # samples of f
+    n_test: int = 1000         # samples of the test metrics
+    ridge: float = 0.01        # ridge of the head (makes g strongly convex in y)
+    instance_seed: int = 0     # seed of the split and of the initial weights
+
+    def __post_init__(self):
+        check(self, "backbone", self.backbone in BACKBONES, f"one of {', '.join(BACKBONES)}")
+        for name in ("width", "depth", "n_train", "n_val", "n_test"):
+            check(self, name, is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1")
+        check(self, "n_test", self.n_train + self.n_val + self.n_test <= MNIST1D_SIZE,
+              f"such that n_train + n_val + n_test <= {MNIST1D_SIZE}")
+        check(self, "ridge", is_real(self.ridge) and self.ridge > 0, "a finite number > 0")
+        check(self, "instance_seed", is_int(self.instance_seed) and self.instance_seed >= 0, "an int >= 0")
+
+
+@register
+class DeepHyperRepresentation(Problem):
+    """T5 deep hyper-representation: a network (outer) under a softmax head (inner), MNIST-1D.
+
+    Data: MNIST-1D (``mnist1d`` package, 1-D signals of length 40, 10 classes; problems/_nets.py),
+    split from ``instance_seed`` into n_train / n_val / n_test samples, standardized with the
+    training statistics. x = the flat weights of the representation network phi_x: an MLP with
+    ``depth`` hidden layers of ``width`` units, ReLU after each (``backbone = "mlp"``), or the
+    MNIST-1D 1-D conv feature extractor with ``depth`` layers of ``width`` channels ("conv"); its
+    layout is the module's ``named_parameters`` order (torch.nn.utils.parameters_to_vector).
+    y = the linear head (W, b), W (10, q) row-major then b (10,), q the feature size:
+
+        g_i(x, y) = CE(W phi_x(a_i) + b, t_i) + ridge / 2 ||y||^2       (i < n_inner = n_train)
+        f_j(x, y) = CE(W phi_x(a_j) + b, t_j)                           (j < n_outer = n_val)
+
+    with CE the softmax cross-entropy. g is ridge-strongly convex in y (CE is convex in the logits).
+    Start: PyTorch's default initialization of the network from the instance seed; y0 = 0.
+    Oracles: torch.func on ``g`` and ``f`` (the network is evaluated from views of x through
+    ``FlatNet``); minibatches honoured.
+    Metrics of the current pair (x, y), not of a re-fitted head (the head a solver carries is
+    part of its state; re-fitting it would not be the solver's answer): ``val_loss`` = f(x, y)
+    (main), ``test_loss`` and ``test_acc`` on the test split, ``train_loss`` = mean CE on the
+    training split (without the ridge term).
+    No ground truth: phi_x is a nonconvex function of x, so Phi has no closed-form minimizer and
+    no exact y*(x) is computed (an inner solve to high precision is possible but would add
+    nothing a benchmark compares; solvers that need y* or grad Phi skip the problem).
+    """
+
+    name = "hyperrep-deep"
+    Params = DeepHyperRepresentationParams
+    description = "T5 deep representation (MLP or 1-D conv) + softmax head with ridge, MNIST-1D"
+    default_dtype = torch.float32
+    main_metric = "val_loss"
+    test_params: ClassVar[dict] = {"width": 3, "depth": 1, "n_train": 12, "n_val": 9, "n_test": 6}
+
+    def __init__(self, params: DeepHyperRepresentationParams, device="cpu", dtype: torch.dtype | None = None):
+        super().__init__(params, device, dtype)
+        sizes = {"train": params.n_train, "val": params.n_val, "test": params.n_test}
+        self.data = _nets.split_classes("mnist1d", sizes, params.instance_seed, self.device, self.dtype)
+        length = self.data["train"].x.shape[1]
+        with torch.device("meta"):          # shapes only: no draw from the global RNG
+            if params.backbone == "mlp":
+                hidden = [params.width] * (params.depth - 1)
+                module = nn.Sequential(_nets.mlp(length, hidden, params.width), nn.ReLU())
+                self.n_features = params.width
+            else:
+                module, self.n_features = _nets.conv1d(length, params.width, params.depth)
+        self.net = _nets.FlatNet(module)
+        gen = torch.Generator().manual_seed(params.instance_seed)
+        self.dim_x, self.dim_y = self.net.dim, N_CLASSES * (self.n_features + 1)
+        self.n_inner, self.n_outer = params.n_train, params.n_val
+        self.x0 = _nets.init_flat(self.net, gen, self.dtype, self.device)
+        self.y0 = torch.zeros(self.dim_y, device=self.device, dtype=self.dtype)
+
+    def logits(self, split: str, x, y, idx: Index = None):
+        """Head outputs (b, 10) on the samples idx of a split (1-D x, y)."""
+        q = self.n_features
+        feats = self.net(x, take(self.data[split].x, idx))
+        return feats @ y[:N_CLASSES * q].view(N_CLASSES, q).T + y[N_CLASSES * q:]
+
+    def loss(self, split: str, x, y, idx: Index = None):
+        """Mean cross-entropy of the head y on the features phi_x of the samples idx of a split."""
+        return F.cross_entropy(self.logits(split, x, y, idx), take(self.data[split].t, idx))
+
+    @pointwise
+    def g(self, x, y, idx: Index = None):
+        return self.loss("train", x, y, idx) + 0.5 * self.params.ridge * y.square().sum()
+
+    @pointwise
+    def f(self, x, y, idx: Index = None):
+        return self.loss("val", x, y, idx)
+
+    def metrics(self, x, y):
+        with torch.no_grad():
+            out = {f"{k}_loss": float(self.loss(k, x, y)) for k in ("val", "test", "train")}
+            pred = self.logits("test", x, y).argmax(-1)
+            out["test_acc"] = float((pred == self.data["test"].t).to(torch.float64).mean())
+        return out
