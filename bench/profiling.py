@@ -1,20 +1,38 @@
 """Clock and memory probes behind one small interface.
 
-``Probe(device)``:
-  * ``clock()``: ``time.perf_counter`` after ``torch.cuda.synchronize`` on CUDA (otherwise
-    asynchronous kernels would make the clock measure only the time to enqueue work);
-  * ``reset()``: start of a run: reset the CPU peak (Linux: writing "5" to
-    /proc/self/clear_refs resets VmHWM) and the CUDA peak counters;
-  * ``sample()``: a dict of memory columns, read at checkpoints:
-      rss_peak_mib       peak resident set size of this process since ``reset`` (VmHWM;
-                         falls back to getrusage's lifetime peak where clear_refs is absent)
-      cuda_alloc_peak_mib / cuda_reserved_peak_mib   torch.cuda.max_memory_allocated/reserved
-      nvml_used_mib / nvml_util_pct                  device memory used and utilization (NVML)
-    GPU columns are NaN when there is no CUDA device or NVML cannot be loaded: never an
-    exception, never a warning.
+``Probe(device)``, used by the runner in this order::
 
-The process-per-run executor makes ``rss_peak_mib`` the run's own peak (plus the interpreter
-and torch, whose share is recorded separately as ``rss_start_mib`` in the run metadata).
+    probe.reset()                       # start of the run (after warm-up)
+    t0 = probe.clock(); ...init/steps...; elapsed += probe.clock() - t0
+    row.update(probe.sample())          # at a checkpoint, clock stopped, before the metrics
+    ...metrics...
+    probe.resume()                      # the metrics' memory is not the run's
+
+* ``clock()``: ``time.perf_counter`` after ``torch.cuda.synchronize`` on CUDA (otherwise
+  asynchronous kernels would make the clock measure only the time to enqueue work). Read at
+  checkpoints only; ``peek()`` is the unsynchronized read for the per-step budget check (on
+  CUDA it may run behind the device; the synchronized checkpoint that follows is exact).
+  No CUDA events: the tables record cumulative time at checkpoints, not per-step times.
+* ``reset()``: reset the peak counters: CPU (Linux: writing "5" to /proc/self/clear_refs sets
+  VmHWM to the current RSS) and CUDA (``torch.cuda.reset_peak_memory_stats``).
+* ``sample()``: the memory columns, peaks since ``reset`` over the solver's work only:
+      rss_peak_mib       peak resident set size of this process (VmHWM of /proc/self/status)
+      cuda_alloc_peak_mib / cuda_reserved_peak_mib   torch.cuda.max_memory_allocated/reserved
+      nvml_used_mib / nvml_util_pct                  device memory used and utilization (NVML,
+                                                     nvidia-ml-py), read at the checkpoint
+  GPU columns are NaN when there is no CUDA device or NVML cannot be loaded or fails (after
+  the first failure NVML is not asked again): never an exception, never a warning.
+* ``resume()``: after untimed work (metric evaluation): restart the peak counters from here,
+  so that work's memory is not counted; the peaks sampled so far are kept (running maximum).
+
+CPU peak: the process-per-run executor forks a fresh worker for each run (Linux, CPU); a
+forked child's VmHWM starts at its own resident size at the fork (the parent's earlier peak is
+not inherited: checked on Linux 6.x), but ``ru_maxrss`` survives ``exec`` (spawned workers)
+and a reused worker keeps its earlier runs' peak, hence the reset. ``rss_peak_mib`` includes
+what the process held before the run (interpreter, torch, the problem's data): the run's
+``meta.json`` records that as ``rss_start_mib`` and the method as ``rss_method``. Where
+clear_refs cannot be written, the peak is the process's lifetime VmHWM; without /proc
+(not Linux), ``getrusage``'s ``ru_maxrss`` (KiB on Linux, bytes on macOS).
 """
 from __future__ import annotations
 
@@ -22,6 +40,7 @@ import math
 import os
 import platform
 import resource
+import sys
 import time
 
 import torch
@@ -46,18 +65,40 @@ def current_rss_mib() -> float:
     return _status_kib("VmRSS") / 1024
 
 
-class _Nvml:
-    """NVML handle for one device, or None when unavailable (no library, no GPU)."""
+def _maxrss_mib() -> float:
+    unit = 1 if sys.platform == "darwin" else 1024          # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / MIB
 
-    def __init__(self, index: int):
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _Nvml:
+    """NVML handle of one CUDA device, fetched once; NaN columns when unavailable or failing."""
+
+    def __init__(self, device: torch.device):
         self.handle = None
         try:
             import pynvml  # provided by nvidia-ml-py
             pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             self.lib = pynvml
+            self.handle = self._handle(device)
         except Exception:  # noqa: BLE001 - any failure means "no NVML": NaN columns
             self.handle = None
+
+    def _handle(self, device):
+        # the device's UUID names it whatever CUDA_VISIBLE_DEVICES does to indices
+        try:
+            uuid = str(torch.cuda.get_device_properties(device).uuid)
+            return self.lib.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else "GPU-" + uuid)
+        except Exception:  # noqa: BLE001
+            return self.lib.nvmlDeviceGetHandleByIndex(device.index or 0)
 
     def sample(self) -> tuple[float, float]:
         if self.handle is None:
@@ -66,7 +107,8 @@ class _Nvml:
             mem = self.lib.nvmlDeviceGetMemoryInfo(self.handle)
             util = self.lib.nvmlDeviceGetUtilizationRates(self.handle)
             return mem.used / MIB, float(util.gpu)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - NaN from now on, not an error at every checkpoint
+            self.handle = None
             return NAN, NAN
 
 
@@ -74,39 +116,43 @@ class Probe:
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda" and torch.cuda.is_available()
-        self.nvml = _Nvml(self.device.index or 0) if self.cuda else None
-        self._hwm_reset = False
+        self.nvml = _Nvml(self.device) if self.cuda else None
+        self.rss_method = "VmHWM (process lifetime)" if os.path.exists("/proc/self/status") else "ru_maxrss"
+        self._peak = {"rss_peak_mib": NAN, "cuda_alloc_peak_mib": NAN, "cuda_reserved_peak_mib": NAN}
 
     def clock(self) -> float:
         if self.cuda:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
+    def peek(self) -> float:
+        return time.perf_counter()
+
     def reset(self) -> None:
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            self._hwm_reset = True
-        except OSError:
-            self._hwm_reset = False
+        """Start of a run: forget the peaks, restart the counters."""
+        self._peak = dict.fromkeys(self._peak, NAN)
+        self.resume()
+
+    def resume(self) -> None:
+        """Restart the peak counters from here (after untimed work); sampled peaks are kept."""
+        if _reset_hwm():
+            self.rss_method = "VmHWM since run start (clear_refs)"
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def rss_peak_mib(self) -> float:
-        hwm = _status_kib("VmHWM")
-        if self._hwm_reset and not math.isnan(hwm):
-            return hwm / 1024
-        # lifetime peak of the process (KiB on Linux)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def sample(self) -> dict[str, float]:
-        out = {"rss_peak_mib": self.rss_peak_mib()}
+    def _read_peaks(self) -> dict[str, float]:
+        hwm = _status_kib("VmHWM") / 1024
+        out = {"rss_peak_mib": _maxrss_mib() if math.isnan(hwm) else hwm}
         if self.cuda:
             out["cuda_alloc_peak_mib"] = torch.cuda.max_memory_allocated(self.device) / MIB
             out["cuda_reserved_peak_mib"] = torch.cuda.max_memory_reserved(self.device) / MIB
-            out["nvml_used_mib"], out["nvml_util_pct"] = self.nvml.sample()
-        else:
-            out.update(dict.fromkeys(GPU_COLUMNS, NAN))
+        return out
+
+    def sample(self) -> dict[str, float]:
+        for key, value in self._read_peaks().items():
+            self._peak[key] = value if math.isnan(self._peak[key]) else max(self._peak[key], value)
+        out = dict(self._peak)
+        out["nvml_used_mib"], out["nvml_util_pct"] = self.nvml.sample() if self.cuda else (NAN, NAN)
         return out
 
     def device_name(self) -> str:

@@ -8,7 +8,9 @@ divergence, samples memory, and returns the trace as a tidy table (one row per c
 Timing: ``time`` is the cumulative time spent in ``init`` and ``step`` only. Warm-up steps run
 on a throwaway copy (fresh oracles and generators) before the clock starts, so they neither
 count nor change the trace. Metric evaluation, divergence checks at checkpoints and memory
-sampling happen with the clock stopped.
+sampling happen with the clock stopped; memory peaks (bench/profiling.py) are sampled before
+the metrics and restarted after them, so they cover init and steps only. On CUDA the clock is
+synchronized at checkpoints only (the seconds budget reads it unsynchronized after each step).
 
 Divergence: a checkpoint whose metrics or iterates are not finite, or whose main metric
 exceeds ``EXPLODE`` times max(1, |its value at k = 0|), ends the run as ``diverged``; the
@@ -202,6 +204,7 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
     main = problem.main_metric
     probe.reset()
     meta["rss_start_mib"] = current_rss_mib()
+    meta["rss_method"] = probe.rss_method
 
     t0 = probe.clock()
     state = solver.init(oracles, x0, y0, hp, gens["solver"])
@@ -213,9 +216,11 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
     def record() -> tuple[str, str] | None:
         nonlocal main0
         row = {"k": k, "time": elapsed, **oracles.counts()}
+        memory = probe.sample()                 # before the metrics, whose memory is not counted:
         metrics = _metrics(problem, state)
+        probe.resume()                          # peak counters restart after them
         row.update(metrics)
-        row.update(probe.sample())
+        row.update(memory)
         rows.append(row)
         if on_checkpoint is not None:
             on_checkpoint(row)
@@ -252,7 +257,7 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
             reason = f"budget calls={budget.calls}"
         elif budget.samples is not None and sum(samples.values()) >= budget.samples:
             reason = f"budget samples={budget.samples}"
-        elif budget.seconds is not None and elapsed + probe.clock() - t0 >= budget.seconds:
+        elif budget.seconds is not None and elapsed + probe.peek() - t0 >= budget.seconds:
             reason = f"budget seconds={budget.seconds:g}"
         blown = k % FINITE_EVERY == 0 and not _finite(state)
         if k == next_ck or reason or blown:
