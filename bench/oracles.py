@@ -6,6 +6,14 @@ points (x, y with a leading batch dimension) counts B calls and B * batch sample
 
 Kinds: grad_g, grad_f, hvp, cross, hvp_cross, g, f.
 
+Per-sample values (SAGA tables): ``per_sample(kind, x, y, idx, v=None, wrt="y")`` returns one
+row per sample of idx, counted exactly as that many one-sample calls (calls and samples +=
+len(idx)). It uses the problem's analytic ``per_sample`` when the problem has one (and the
+class that defines it also defines, or inherits, the oracle it batches: a subclass that
+overrides an oracle without its per-sample version gets the generic path), otherwise
+torch.func.vmap of the one-sample oracle over the sample indices, otherwise a loop of
+one-sample calls (for problems whose code vmap cannot trace).
+
 Default implementations derive everything from ``problem.g`` / ``problem.f`` with torch.func;
 a problem may provide any of them analytically (same name, same signature) and the counting
 is identical.
@@ -27,6 +35,8 @@ from torch.func import grad, jvp, vjp, vmap
 from problems.base import Index, batch_size_of
 
 KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross", "g", "f")
+PER_SAMPLE_KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross")
+VMAP_CHUNK = 128       # samples per vmap call of the generic per-sample path (bounds its memory)
 
 
 class BlockSampler:
@@ -63,6 +73,35 @@ class BlockSampler:
         return self.blocks[0]
 
 
+def sample_rows(idx: Index, n: int) -> torch.Tensor:
+    """The sample indices of idx (None = all n, a slice or a LongTensor) as a 1-D LongTensor."""
+    if idx is None:
+        return torch.arange(n)
+    if isinstance(idx, slice):
+        return torch.arange(*idx.indices(n))
+    return torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+
+
+def _owner(cls: type, attr: str) -> Optional[type]:
+    """The class of cls's MRO that defines attr as a callable, or None."""
+    return next((c for c in cls.__mro__ if callable(vars(c).get(attr))), None)
+
+
+def _trusted_per_sample(cls: type, kind: str) -> bool:
+    """Whether cls's analytic per_sample may replace one-sample calls of the oracle ``kind``:
+    it must be defined where (or below where) that oracle, or g / f for a torch.func oracle, is."""
+    mine = _owner(cls, "per_sample")
+    base = _owner(cls, kind) or _owner(cls, "f" if kind == "grad_f" else "g")
+    return mine is not None and base is not None and issubclass(mine, base)
+
+
+def _stack(outs: list):
+    """Stack a list of tensors, or of tuples of tensors, along a new first dimension."""
+    if isinstance(outs[0], tuple):
+        return tuple(torch.stack(col) for col in zip(*outs))
+    return torch.stack(outs)
+
+
 def _over_points(fn, *args):
     """Apply a per-point function to 1-D args, or vmap it over a leading batch dimension."""
     return vmap(fn)(*args) if args[0].dim() == 2 else fn(*args)
@@ -87,6 +126,8 @@ class Oracles:
         for kind in ("grad_g", "grad_f", "hvp", "cross", "hvp_cross"):
             impl = getattr(problem, kind, None)
             setattr(self, "_" + kind, impl if callable(impl) else getattr(self, "_auto_" + kind))
+        self._analytic_rows = {kind: _trusted_per_sample(type(problem), kind) for kind in PER_SAMPLE_KINDS}
+        self._vmap_rows = dict.fromkeys(PER_SAMPLE_KINDS, True)     # False once vmap failed
 
     # ------------------------------------------------------------------ sampling
     def sample_inner(self, batch_size: int) -> Index:
@@ -149,6 +190,36 @@ class Oracles:
         """(d2g/dy2 @ v, d2g/dxdy @ v) from one vector-Jacobian product."""
         self._count("hvp_cross", x, idx, self.n_inner)
         return self._hvp_cross(x, y, v, idx)
+
+    def per_sample(self, kind: str, x, y, idx: Index = None, v=None, wrt: str = "y"):
+        """Per-sample values of the oracle ``kind`` at one point (1-D x, y), one row per sample.
+
+        Row r is ``kind`` on the r-th sample of idx alone (as ``getattr(self, kind)(x, y[, v],
+        slice(i, i + 1))``): a tensor, or a tuple of tensors for grad_g wrt="xy", grad_f and
+        hvp_cross, each with a leading dimension len(idx). ``v`` is the vector of hvp, cross and
+        hvp_cross; ``wrt`` that of grad_g. Counted as len(idx) calls of one sample each.
+        """
+        if kind not in PER_SAMPLE_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(PER_SAMPLE_KINDS)}, got {kind!r}")
+        if x.dim() != 1:
+            raise ValueError("per_sample takes one point (1-D x and y)")
+        if kind == "grad_g" and wrt not in ("x", "y", "xy"):
+            raise ValueError(f"wrt must be 'x', 'y' or 'xy', got {wrt!r}")
+        m = batch_size_of(idx, self.n_outer if kind == "grad_f" else self.n_inner)
+        self.calls[kind] += m
+        self.samples[kind] += m
+        if self._analytic_rows[kind]:
+            return self.problem.per_sample(kind, x, y, idx, v=v, wrt=wrt)
+        args = (x, y) if kind in ("grad_g", "grad_f") else (x, y, v)
+        kw = {"wrt": wrt} if kind == "grad_g" else {}
+        one = getattr(self, "_" + kind)
+        rows = sample_rows(idx, self.n_outer if kind == "grad_f" else self.n_inner)
+        if self._vmap_rows[kind]:
+            try:
+                return vmap(lambda i: one(*args, i.unsqueeze(0), **kw), chunk_size=VMAP_CHUNK)(rows)
+            except Exception:       # the problem's code cannot be vmapped over an index: loop
+                self._vmap_rows[kind] = False
+        return _stack([one(*args, slice(i, i + 1), **kw) for i in rows.tolist()])
 
     # --------------------------------------------------- torch.func default oracles
     def _auto_grad_g(self, x, y, idx, wrt):

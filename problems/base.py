@@ -23,6 +23,11 @@ Optional, when known in closed form or by an exact solve (``None`` in the class 
 with the exact signatures and return conventions of ``bench.oracles.Oracles``:
 ``grad_g(x, y, idx, wrt)``, ``grad_f(x, y, idx)``, ``hvp(x, y, v, idx)``, ``cross(x, y, v, idx)``,
 ``hvp_cross(x, y, v, idx)``. Missing ones are derived from ``g`` and ``f`` with torch.func.
+Optional batched per-sample oracle (SAGA-type tables), the signature of
+``Oracles.per_sample``: ``per_sample(kind, x, y, idx, v=None, wrt="y")`` for one point (1-D x, y)
+returns one row per sample of idx (row r = the oracle ``kind`` on that sample alone); used only
+for the kinds whose oracle is defined in its class or a base class (a subclass that overrides
+an oracle must override per_sample too, or the harness vmaps that oracle over the samples).
 
 Small test instance: the class attribute ``test_params`` (a dict of ``Params`` fields, default
 ``{}`` = the defaults) names a small instance (a few dimensions, a few dozen samples) on which

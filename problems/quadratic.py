@@ -59,7 +59,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from problems.base import Index, Problem, register, take
+from problems.base import Index, Problem, batch_size_of, register, take
 
 F64 = torch.float64
 KEYS = ("H", "l", "H0", "Y", "X", "LY", "LX")      # arrays of one objective (save_npz: KEY_g, KEY_f)
@@ -361,6 +361,42 @@ class Quadratic(Problem):
 
     def hvp_cross(self, x, y, v, idx: Index = None):
         return self._second(v, idx, "hc")
+
+    def per_sample(self, kind: str, x, y, idx: Index = None, v=None, wrt: str = "y"):
+        """Per-sample oracles (``Oracles.per_sample``): one row per sample of idx, no loop.
+
+        Row i is the rank-one part of sample i plus the shared dense part and linear term, e.g.
+        grad_y g_i = alpha_i (alpha_i.y) + w_i (u_i.x) + a_i (+ A0 y + C0^T x), H_i v =
+        alpha_i (alpha_i.v) (+ A0 v), J_i v = u_i (w_i.v) (+ C0 v): products of the (m, 2, .)
+        rows of Y and X with x, y or v. Without a per-sample part every row is the full-data value.
+        """
+        h = "f" if kind == "grad_f" else "g"
+        o, n = self._obj[h], self.n_outer if h == "f" else self.n_inner
+        args = (x, y) if kind in ("grad_g", "grad_f") else (x, y, v)
+        kw = {"wrt": wrt} if kind == "grad_g" else {}
+        if o["Y"] is None:       # deterministic: every sample is the mean
+            out, m = getattr(self, kind)(*args, None, **kw), batch_size_of(idx, n)
+            return tuple(t.expand(m, -1) for t in out) if isinstance(out, tuple) else out.expand(m, -1)
+        ys, xs = (take(o[k].view(n, 2, o[k].shape[1]), idx) for k in ("Y", "X"))      # (m, 2, .)
+        dense = o["H0b"]
+        if kind in ("hvp", "cross", "hvp_cross"):
+            sv = ys @ v                                         # (m, 2): [alpha.v, w.v]
+            hv = ys[:, 0] * sv[:, :1] if kind != "cross" else None
+            jv = xs[:, 1] * sv[:, 1:] if kind != "hvp" else None
+            if dense is not None:
+                hv = None if hv is None else hv + _mv(dense[3], v)
+                jv = None if jv is None else jv + _mv(dense[1], v)
+            return hv if kind == "hvp" else jv if kind == "cross" else (hv, jv)
+        wrt = "xy" if kind == "grad_f" else wrt
+        sy, sx = ys @ y, xs @ x                                 # (m, 2): [alpha.y, w.y], [kappa.x, u.x]
+        gx = gy = None
+        if "x" in wrt:          # kappa_i (kappa_i.x) + u_i (w_i.y) + r_i
+            gx = xs[:, 0] * sx[:, :1] + xs[:, 1] * sy[:, 1:] + take(o["LX"], idx)
+            gx = gx if dense is None else gx + _addmv(_mv(dense[0], x), dense[1], y)
+        if "y" in wrt:          # alpha_i (alpha_i.y) + w_i (u_i.x) + a_i
+            gy = ys[:, 0] * sy[:, :1] + ys[:, 1] * sx[:, 1:] + take(o["LY"], idx)
+            gy = gy if dense is None else gy + _addmv(_mv(dense[3], y), dense[2], x)
+        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
 
     # ------------------------------------------------------------------------- ground truth
     def mean_matrices(self) -> dict[str, torch.Tensor]:

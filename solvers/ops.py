@@ -271,20 +271,22 @@ def per_sample(call: Callable, idx, n: int) -> tuple:
     return rows, tuple(torch.stack(col) for col in zip(*outs))
 
 
-def saga(table: Tensor, mean: Tensor, rows: Tensor, new: Tensor, donate: bool = False) -> tuple:
+def saga(table: Tensor, mean: Tensor, rows, new: Tensor, donate: bool = False) -> tuple:
     """SAGA estimate of the mean of per-sample values, and the refreshed table (out of place).
 
         est   = mean_{i in B} (new_i - table_i) + mean_all(table)
         table <- table with rows B replaced by new;  mean <- mean + sum_B (new_i - table_i) / n
 
     (Defazio, Bach, Lacoste-Julien, NeurIPS 2014). table: (n, m), mean: (m,) its row mean,
-    rows: distinct LongTensor indices B, new: (|B|, m). Unbiased for mean_i new_i over a
-    uniform B when every row is refreshed. Returns (est, table, mean); no input is modified,
-    except with ``donate=True``: then the table's rows are overwritten in place and the input
-    table is returned (no (n, m) copy per step, for solvers that declare the table donated).
-    No oracle.
+    rows: the samples B as the oracles' index (None = all, a slice, or distinct LongTensor
+    indices), new: (|B|, m). Unbiased for mean_i new_i over a uniform B when every row is
+    refreshed. Returns (est, table, mean); no input is modified, except with ``donate=True``:
+    then the table's rows are overwritten in place and the input table is returned (no (n, m)
+    copy per step, for solvers that declare the table donated). No oracle.
     """
+    rows = slice(None) if rows is None else rows
     diff = new - table[rows]
     est = diff.mean(0) + mean
-    table = table.index_copy_(0, rows, new) if donate else table.index_copy(0, rows, new)
+    table = table if donate else table.clone()
+    table[rows] = new
     return est, table, mean + diff.sum(0) / table.shape[0]

@@ -19,7 +19,8 @@ Symbols -> SabaHP fields: rho = inner_lr, gamma = outer_lr, |I| = |J| = batch_si
 Init (the paper's choice): the tables are filled by a full pass at (x0, y0, v0 = 0): n_inner
 per-sample grad_g calls and n_outer per-sample grad_f calls; the H v and J v tables are exactly
 0 at v0 = 0 and need no call. Cost per step: |I| grad_g + |I| hvp_cross + |J| grad_f calls of
-one sample each (per-sample values are needed for the tables; same samples as SOBA's step).
+one sample each (per-sample values are needed for the tables; same samples as SOBA's step),
+computed as one batched ``Oracles.per_sample`` call per kind (counted as the one-sample calls).
 Defaults: Algorithm 2 draws one sample per step; the experiments use minibatches of 64 and
 grid-search the steps, so inner_lr = 0.1, outer_lr = 0.01 are our defaults (as for SOBA).
 Deviations from the paper: none in the update. The running means are updated incrementally
@@ -66,13 +67,14 @@ class SabaState:
     hypergrad_x: Optional[torch.Tensor] = None   # the x where that D_x was formed
 
 
-def _inner_values(o, x, y, v):
-    """Closure: per-sample (grad_y g_i, H_i v, J_i v) as one row."""
-    return lambda s: torch.cat([o.grad_g(x, y, s), *o.hvp_cross(x, y, v, s)])
+def _inner_values(o, x, y, v, idx):
+    """Per-sample (grad_y g_i, H_i v, J_i v) of the samples idx, one row each."""
+    return torch.cat([o.per_sample("grad_g", x, y, idx), *o.per_sample("hvp_cross", x, y, idx, v=v)], 1)
 
 
-def _outer_values(o, x, y):
-    return lambda s: torch.cat(o.grad_f(x, y, s))
+def _outer_values(o, x, y, idx):
+    """Per-sample (grad_x f_j, grad_y f_j) of the samples idx, one row each."""
+    return torch.cat(o.per_sample("grad_f", x, y, idx), 1)
 
 
 @register
@@ -86,10 +88,10 @@ class Saba:
 
     def init(self, oracles, x0, y0, hp: SabaHP, generator: torch.Generator) -> SabaState:
         x, y = ops.detached(x0), ops.detached(y0)
-        _, (gy,) = ops.per_sample(lambda s: oracles.grad_g(x, y, s), None, oracles.n_inner)
+        gy = oracles.per_sample("grad_g", x, y, None)
         table_g = torch.cat([gy, torch.zeros(gy.shape[0], y.numel() + x.numel(),  # Alg.2 init:
                                              dtype=y.dtype, device=y.device)], 1)  # H v0 = J v0 = 0
-        _, (table_f,) = ops.per_sample(_outer_values(oracles, x, y), None, oracles.n_outer)
+        table_f = _outer_values(oracles, x, y, None)
         return SabaState(x=x, y=y, v=torch.zeros_like(y), table_g=table_g,
                          mean_g=table_g.mean(0), table_f=table_f, mean_f=table_f.mean(0),
                          k=0, ctx=Context(oracles, hp, generator))
@@ -99,10 +101,10 @@ class Saba:
         d, p = s.y.numel(), s.x.numel()
         i = o.sample_inner(hp.batch_size)                     # Alg.2 sample i (inner)
         j = o.sample_outer(hp.batch_size)                     # Alg.2 sample j (outer)
-        rows_i, (new_g,) = ops.per_sample(_inner_values(o, s.x, s.y, s.v), i, o.n_inner)
-        rows_j, (new_f,) = ops.per_sample(_outer_values(o, s.x, s.y), j, o.n_outer)
-        est_g, table_g, mean_g = ops.saga(s.table_g, s.mean_g, rows_i, new_g, donate=True)  # Alg.2 SAGA
-        est_f, table_f, mean_f = ops.saga(s.table_f, s.mean_f, rows_j, new_f, donate=True)  # + memory
+        new_g = _inner_values(o, s.x, s.y, s.v, i)
+        new_f = _outer_values(o, s.x, s.y, j)
+        est_g, table_g, mean_g = ops.saga(s.table_g, s.mean_g, i, new_g, donate=True)  # Alg.2 SAGA
+        est_f, table_f, mean_f = ops.saga(s.table_f, s.mean_f, j, new_f, donate=True)  # + memory
         d_y = est_g[:d]                                       # Alg.2 D_y
         d_v = est_g[d:2 * d] + est_f[p:]                      # Alg.2 D_v
         d_x = est_g[2 * d:] + est_f[:p]                       # Alg.2 D_x

@@ -1,0 +1,135 @@
+"""Oracles.per_sample (the batched per-sample oracles of SABA's tables) against one-sample calls.
+
+Reference: the public one-sample oracle calls, one per sample (``oracle(..., slice(i, i + 1))``,
+what SABA did before the batched path); those calls are themselves checked against autograd
+by tests/problems/test_problem_contract.py. Float64; the batched path sums the same terms in
+another order, so rows agree to float64 rounding (rtol 1e-10, atol 1e-12).
+"""
+import pytest
+import torch
+from probhelpers import close
+from test_problem_contract import NAMES, make, point      # shares the contract test's instances
+
+from bench.oracles import PER_SAMPLE_KINDS, Oracles, make_generators
+from bench.registry import load_problems
+from problems.base import Problem, take
+from solvers.saba import Saba, SabaHP
+
+D64 = torch.float64
+
+
+def build(name, **params):
+    cls = load_problems()[name]
+    return cls(cls.Params(**{**cls.test_params, **params}), dtype=D64)
+
+
+class LoopOracles(Oracles):
+    """per_sample as one public one-sample oracle call per sample (each counted by that call)."""
+
+    def per_sample(self, kind, x, y, idx=None, v=None, wrt="y"):
+        n = self.n_outer if kind == "grad_f" else self.n_inner
+        rows = range(n) if idx is None else range(*idx.indices(n)) if isinstance(idx, slice) else idx.tolist()
+        args = (x, y) if kind in ("grad_g", "grad_f") else (x, y, v)
+        kw = {"wrt": wrt} if kind == "grad_g" else {}
+        outs = [getattr(self, kind)(*args, slice(i, i + 1), **kw) for i in rows]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(col) for col in zip(*outs))
+        return torch.stack(outs)
+
+
+def cases():
+    """(kind, wrt) pairs covering every per-sample kind and every grad_g side."""
+    return [("grad_g", w) for w in ("y", "x", "xy")] + [(k, "y") for k in PER_SAMPLE_KINDS if k != "grad_g"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rows_equal_one_sample_calls_and_counts(name):
+    """Every registered problem, every kind, idx None / a block / a LongTensor (wrapping order):
+    the batched rows equal the one-sample calls, and the counters equal theirs exactly.
+    Fails where it matters: an analytic per-sample oracle inherited by a subclass that changes
+    the oracle (nonconvex-quadratic's grad_f adds a term in x) would give different rows."""
+    prob = make(name)
+    x, y, v = point(prob)
+    batched, loop = Oracles(prob, torch.Generator()), LoopOracles(prob, torch.Generator())
+    for kind, wrt in cases():
+        n = prob.n_outer if kind == "grad_f" else prob.n_inner
+        for idx in (None, slice(n // 3, n // 3 + max(1, n // 2)), torch.tensor([n - 1, 0, n // 2])):
+            got = batched.per_sample(kind, x, y, idx, v=v, wrt=wrt)
+            close(got, loop.per_sample(kind, x, y, idx, v=v, wrt=wrt))
+    assert batched.counts() == loop.counts()
+
+
+@pytest.mark.parametrize("params", [{"construction": "benchopt"}, {"noise": 0.5}, {"n_inner": 1, "n_outer": 1}],
+                         ids=["benchopt", "dense-part", "deterministic"])
+def test_quadratic_analytic_rows_cover_each_storage(params):
+    """Quadratic instances with rank-one samples only, with a dense part per sample, and without
+    a per-sample part: the analytic rows equal the one-sample calls."""
+    prob = build("quadratic", **params)
+    x, y, v = point(prob, seed=1)
+    o, loop = Oracles(prob, torch.Generator()), LoopOracles(prob, torch.Generator())
+    assert o._analytic_rows["grad_f"]                       # the analytic path is the one tested
+    for kind, wrt in cases():
+        close(o.per_sample(kind, x, y, None, v=v, wrt=wrt), loop.per_sample(kind, x, y, None, v=v, wrt=wrt))
+
+
+class Unvmappable(Problem):
+    """g_i = 1/2 ||y - x||^2 + s_i^T y, f = 1/2 ||y||^2; g reads its index with .tolist(), which
+    vmap cannot trace: the oracles must fall back to the loop."""
+
+    name = "unvmappable-test"
+
+    def __init__(self):
+        super().__init__(None, dtype=D64)
+        self.dim_x = self.dim_y = 2
+        self.n_inner = self.n_outer = 4
+        self.s = torch.arange(8, dtype=D64).reshape(4, 2)
+        self.x0, self.y0 = torch.zeros(2, dtype=D64), torch.zeros(2, dtype=D64)
+
+    def g(self, x, y, idx=None):
+        rows = idx.tolist() if isinstance(idx, torch.Tensor) else idx
+        return 0.5 * (y - x).square().sum(-1) + (y * take(self.s, rows).mean(0)).sum(-1)
+
+    def f(self, x, y, idx=None):
+        return 0.5 * y.square().sum(-1)
+
+
+def test_loop_fallback_when_vmap_cannot_trace_the_problem():
+    """grad_y g_i = y - x + s_i in closed form, for every sample; counted as 4 calls."""
+    prob = Unvmappable()
+    o = Oracles(prob, torch.Generator())
+    x, y = torch.tensor([1.0, 2.0], dtype=D64), torch.tensor([0.5, -1.0], dtype=D64)
+    close(o.per_sample("grad_g", x, y, None), y - x + prob.s)
+    assert o._vmap_rows["grad_g"] is False
+    assert (o.calls["grad_g"], o.samples["grad_g"]) == (4, 4)
+
+
+def test_bad_kind_and_stacked_points_are_rejected():
+    o = Oracles(build("quadratic"), torch.Generator())
+    x, y, _ = point(o.problem)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        o.per_sample("g", x, y)
+    with pytest.raises(ValueError, match="one point"):
+        o.per_sample("grad_g", x.expand(2, -1), y.expand(2, -1))
+
+
+@pytest.mark.parametrize("name,params", [("quadratic", {"noise": 0.5}), ("quadratic", {"construction": "benchopt"}),
+                                         ("nonconvex-quadratic", {}), ("regularization-logistic", {})])
+def test_saba_iterates_and_counts_unchanged(name, params):
+    """SABA over 6 steps (minibatches of 5, so blocks, a wrapping block and several epochs) with
+    the batched oracles and with one call per sample: same x, y, v and tables to float64
+    rounding, identical counters."""
+    prob = build(name, **params)
+    hp = SabaHP(inner_lr=0.1, outer_lr=0.05, batch_size=5)
+    runs = []
+    for cls in (Oracles, LoopOracles):
+        gens = make_generators(3)
+        o = cls(prob, gens["sampling"])
+        s = Saba().init(o, prob.x0.clone(), prob.y0.clone(), hp, gens["solver"])
+        for _ in range(6):
+            s = Saba().step(s)
+        runs.append((o.counts(), s))
+    (c1, s1), (c2, s2) = runs
+    assert c1 == c2 and c1["calls_hvp_cross"] == 30
+    for field in ("x", "y", "v", "table_g", "mean_g", "table_f", "mean_f"):
+        close(getattr(s1, field), getattr(s2, field))
+    assert not torch.equal(s1.x, prob.x0)                  # the iterates moved
