@@ -264,6 +264,37 @@ class Episodic(Problem):
         out = self.features(x, take(self.pool.qx, idx)) @ self.heads(y, idx)
         return self.task_loss(out, take(self.pool.qt, idx)).mean()
 
+    # Oracles by plain reverse-mode autograd on the graph of g / f (the harness's torch.func
+    # defaults would cost every run ~2 s of first-use imports); stacked points one at a time.
+    def derivs(self, fn, x, y, idx: Index, v=None):
+        """(d/dx, d/dy) of fn(x, y, idx), or with v of grad_y fn . v, i.e. (J v, H v)."""
+        if x.dim() == 2:
+            vs = v if v is not None else [None] * x.shape[0]
+            return tuple(torch.stack(c) for c in zip(*(self.derivs(fn, a, b, idx, w) for a, b, w in zip(x, y, vs))))
+        with torch.enable_grad():
+            a, b = x.detach().requires_grad_(), y.detach().requires_grad_()
+            out = fn(a, b, idx)
+            if v is not None:
+                out = torch.autograd.grad(out, b, create_graph=True)[0] @ v
+            return torch.autograd.grad(out, (a, b), materialize_grads=True)
+
+    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+        gx, gy = self.derivs(self.g, x, y, idx)
+        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+
+    def grad_f(self, x, y, idx: Index = None):
+        return self.derivs(self.f, x, y, idx)
+
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        jv, hv = self.derivs(self.g, x, y, idx, v)
+        return hv, jv
+
+    def hvp(self, x, y, v, idx: Index = None):
+        return self.hvp_cross(x, y, v, idx)[0]
+
+    def cross(self, x, y, v, idx: Index = None):
+        return self.hvp_cross(x, y, v, idx)[1]
+
     def test_outputs(self, x):
         """(query outputs, query targets) of the held-out tasks with heads fitted on their supports."""
         p = self.test_pool
@@ -420,7 +451,7 @@ class MetaFewShot(Episodic):
             pools = {}
             for split, cls in (("train", order[:5]), ("test", order[5:])):
                 members = [xs[labels == c] for c in cls.tolist()]
-                pools[split] = (members, lambda m, c, i: m[c][i])
+                pools[split] = (members, cls.tolist(), lambda m, c, i: m[c][i])
             shape = (xs.shape[1],)
 
             def build():
@@ -429,17 +460,20 @@ class MetaFewShot(Episodic):
             files = listing(os.path.abspath(p.data_dir), p.dataset)
             _, _, size, mode = LAYOUTS[p.dataset]
             need = p.n_shot + p.n_query
-            pools = {split: ([f for f in by_class if len(f) >= need],
-                             lambda m, c, i: normalize(p.dataset, image(m[c][i], size, mode)))
-                     for split, by_class in files.items()}
+            pools = {}
+            for split, by_class in files.items():
+                members = [f for f in by_class if len(f) >= need]
+                pools[split] = (members, [os.path.dirname(f[0]) for f in members],
+                                lambda m, c, i: normalize(p.dataset, image(m[c][i], size, mode)))
             shape = (1 if mode == "L" else 3, size, size)
 
             def build():
                 return (conv4 if p.backbone == "conv4" else resnet12)(shape[0], p.width)
-        built = {}
+        built, self.task_classes = {}, {}          # task_classes: per task, its classes (label order)
         for split, n in (("train", p.n_tasks), ("test", p.n_test_tasks)):
-            members, get = pools[split]
+            members, names, get = pools[split]
             classes, items = sample_episodes(n, [len(m) for m in members], p.n_way, p.n_shot, p.n_query, gen)
+            self.task_classes[split] = [[names[c] for c in cs] for cs in classes.tolist()]
             xs_t = torch.stack([torch.stack([torch.stack([get(members, c, i) for i in row.tolist()])
                                              for c, row in zip(cs.tolist(), its)]) for cs, its in zip(classes, items)])
             built[split] = split_episodes(xs_t, p.n_shot).to(self.device, self.dtype)
