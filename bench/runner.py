@@ -224,7 +224,9 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
         rows.append(row)
         if on_checkpoint is not None:
             on_checkpoint(row)
-        bad = [m for m, v in metrics.items() if not math.isfinite(v)]
+        # the solver's hypergradient error is a diagnostic (NaN where the exact hypergradient is
+        # 0, e.g. all penalties saturated): it never marks a run diverged
+        bad = [m for m, v in metrics.items() if not math.isfinite(v) and m != "hypergrad_rel_err"]
         if bad or not _finite(state):
             return "diverged", f"non-finite {', '.join(bad) or 'iterate'} at k={k}"
         if main in metrics:

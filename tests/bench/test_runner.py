@@ -110,3 +110,23 @@ def test_budget_validation():
         with pytest.raises(InputError):
             Budget.from_dict(bad)
     assert Budget.parse("iters=1e3,target=grad_norm_sq<=1e-8").iters == 1000
+
+
+def test_undefined_hypergradient_error_is_not_divergence(toys, monkeypatch):
+    """hypergrad_rel_err is NaN where the exact hypergradient is 0 (e.g. saturated penalties); the
+    run is still finished (a diagnostic never marks a run diverged), while a NaN main metric is not."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench import runner
+    prob = SimpleNamespace(metrics=lambda x, y: {"grad_norm_sq": 0.0},
+                           hypergradient=lambda x: torch.zeros(2))
+    state = SimpleNamespace(x=torch.ones(2), y=torch.ones(2), hypergrad=torch.ones(2))
+    assert math.isnan(runner._metrics(prob, state)["hypergrad_rel_err"])
+
+    real = runner._metrics
+    monkeypatch.setattr(runner, "_metrics", lambda p, s: {**real(p, s), "hypergrad_rel_err": math.nan})
+    assert execute(spec("toy-gd", {"iters": 20})).status == "finished"
+    monkeypatch.setattr(runner, "_metrics", lambda p, s: {**real(p, s), "grad_norm_sq": math.nan})
+    assert execute(spec("toy-gd", {"iters": 20})).status == "diverged"
