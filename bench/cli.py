@@ -1,4 +1,5 @@
-"""Command line: ``python -m bench {list,run} ...`` (``--help`` on every command).
+"""Command line: ``python -m bench {list,run,tune,publish,plot,report,...} ...`` (``--help`` on every
+command).
 
 Exit codes: 0 every run finished or diverged (a divergence is a result), 1 some run failed or
 timed out, 2 bad input (one line on stderr naming the field and the valid choices; nothing written),
@@ -172,7 +173,74 @@ def cmd_run(args) -> int:
     outcomes = _execute(todo, store, args, suite.name)
     if outcomes is None:
         return 130
-    return _summary(suite.name, outcomes, len(suite.specs) - len(todo))
+    code = _summary(suite.name, outcomes, len(suite.specs) - len(todo))
+    try:                                  # the runs are stored: a publishing problem only warns
+        whole = _select(args)             # every stored run of the suite, not only --solver/--problem
+        _produce(args, whole, ("publish", "plot", "report"))
+    except Exception as exc:  # noqa: BLE001
+        err.print(f"warning: publishing failed ({type(exc).__name__}: {exc}); the runs are stored, "
+                  f"retry with python -m bench publish/plot/report --suite {args.suite}",
+                  markup=False, soft_wrap=True)
+    return code
+
+
+def _select(args):
+    """The suite's specs under the options that change run ids (seeds, budget, scale, device)."""
+    return suites.load(args.suite, seeds=_seeds(args.seeds) if args.seeds else None,
+                       budget=Budget.parse(args.budget) if args.budget else None,
+                       device=args.device, scale=args.scale)
+
+
+def _folders(args, name: str):
+    from pathlib import Path
+    plots_dir = Path(args.plots_dir) if args.plots_dir else Path(args.results_dir).parent / "plots"
+    return Path(args.results_dir) / name, plots_dir / name
+
+
+def _produce(args, suite, what: tuple[str, ...]) -> None:
+    """Leaderboards ('publish'), figures ('plot') and the HTML report ('report') of a suite from its
+    stored runs; InputError (nothing written) on an unwritable folder or a suite without stored runs."""
+    from bench import plots, publish as pub, report
+    results, figures_dir = _folders(args, suite.name)
+    pub.check_output(*([results] if {"publish", "report"} & set(what) else []),
+                     *([figures_dir] if "plot" in what else []))
+    store = Store(args.results_dir)
+    data = pub.load(store, suite.specs, suite.name)
+    if not data.runs.status.notna().any():
+        raise InputError(f"--suite {suite.name}: no stored runs of this suite in {store.raw} (run "
+                         f"python -m bench run --suite {args.suite} --results-dir {args.results_dir} first)")
+    board = pub.leaderboard(data)
+    summ = pub.summary(board)
+    wrote = []
+    if "publish" in what:
+        pub.write_csv(board, results / "leaderboard.csv")
+        pub.write_csv(summ, results / "summary.csv")
+        wrote += [str(results / "leaderboard.csv"), str(results / "summary.csv")]
+    if "plot" in what or "report" in what:
+        pngs = plots.draw(data, board, figures_dir if "plot" in what else None)
+        if "plot" in what:
+            wrote.append(f"{len(pngs)} figures (PNG + PDF) in {figures_dir}")
+    if "report" in what:
+        command = "python -m bench " + " ".join(_quote(a) for a in sys.argv[1:])
+        report.write(report.render(data, board, summ, pngs, command), results / "report.html")
+        wrote.append(str(results / "report.html"))
+    err.print(f"{suite.name}: {len(board)} leaderboard rows from {int(data.runs.status.notna().sum())} "
+              f"stored runs; wrote {', '.join(wrote)}", markup=False, soft_wrap=True)
+
+
+def cmd_publish(args) -> int:
+    _produce(args, _select(args), ("publish",))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    _produce(args, _select(args), ("plot",))
+    return 0
+
+
+def cmd_report(args) -> int:
+    _produce(args, _select(args), ("report",))
+    return 0
 
 
 def cmd_tune(args) -> int:
@@ -344,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="Exit codes: 0 ok (finished or diverged), 1 a run failed or timed out, "
                             "2 bad input, 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{list,run,tune,new-solver,new-problem}")
+                                metavar="{list,run,tune,publish,plot,report,new-solver,new-problem}")
 
     p = sub.add_parser("list", help="list solvers, problems or suites with their defaults",
                        description="List registered solvers (with hyperparameters and defaults), "
@@ -377,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor ray: the Ray cluster's head (default: a local Ray instance "
                         "with --jobs CPUs)")
     _add_exec_options(p, warmup=2)
+    p.add_argument("--plots-dir", metavar="DIR",
+                   help="figures go to DIR/<suite> (default: plots next to --results-dir)")
     p.add_argument("--force", action="store_true", help="rerun specs whose result is stored")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit without running")
     p.set_defaults(func=cmd_run)
@@ -400,6 +470,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="metric to minimize (default: the problem's main metric)")
     _add_exec_options(p, warmup=0)
     p.set_defaults(func=cmd_tune)
+
+    for cmd, func, short, what in (
+            ("publish", cmd_publish, "write a suite's leaderboard and summary CSVs",
+             "Write <results-dir>/<suite>/leaderboard.csv (one row per problem "
+             "and solver: statuses, final metrics as median and IQR over seeds, time / oracle calls / "
+             "samples to targets, per-step time, memory, oracle calls per step) and summary.csv "
+             "(one row per solver: time-to-target scores, performance profile). Columns: README, "
+             "'Leaderboard columns'."),
+            ("plot", cmd_plot, "redraw a suite's figures from its stored runs",
+             "Redraw the figures of a suite into <plots-dir>/<suite>/ (PNG and PDF) "
+             "from its stored runs, without running anything: convergence, complexity (eps^-1.5 / "
+             "eps^-2 reference slopes, fitted slopes), time and memory bars, hypergradient error, "
+             "performance profiles."),
+            ("report", cmd_report, "write a suite's self-contained HTML report",
+             "Write <results-dir>/<suite>/report.html: one self-contained HTML "
+             "file with the summary and leaderboard tables (sortable), every figure embedded and the "
+             "runs' environment (versions, device, git commit).")):
+        p = sub.add_parser(cmd, help=short, description=what +
+                           " Pure function of the stored run tables; `run` does all three at its end.")
+        p.add_argument("--suite", required=True,
+                       help=f"suite name ({', '.join(suites.available())}) or path to a .toml file")
+        p.add_argument("--results-dir", default="results",
+                       help="results folder holding raw/ (default: results)")
+        p.add_argument("--plots-dir", metavar="DIR",
+                       help="figures folder: DIR/<suite> (default: plots next to --results-dir)")
+        p.add_argument("--seeds", metavar="LIST", help="the seeds given to run, if not the suite's")
+        p.add_argument("--scale", default="cpu", choices=suites.SCALES, help="the --scale given to run")
+        p.add_argument("--budget", metavar="SPEC", help="the --budget given to run, if any")
+        p.add_argument("--device", default="cpu", help="the --device given to run (default cpu)")
+        p.set_defaults(func=func)
 
     for kind, func, example, what in (
             ("solver", cmd_new_solver, "my-method",

@@ -1,0 +1,279 @@
+"""Figures of a suite, drawn from its stored run tables only (matplotlib, Agg canvas, no pyplot).
+
+Per problem P (file names use the problem label):
+  convergence-P   each metric (rows) vs time, oracle calls and samples (columns): median over
+                  seeds with a 25-75% band, on a common log-spaced grid where at least half the
+                  seeds have data (a seed's value at x is its last checkpoint at or before x)
+  complexity-P    samples and oracle calls to first reach grad_norm_sq <= eps (median over seeds)
+                  against 1/eps, log-log, with eps^-1.5 and eps^-2 reference lines and each
+                  solver's fitted slope and fit range (publish.fit_slope) in the legend; only for
+                  problems reporting grad_norm_sq
+  bars-P          time per step (median, IQR whiskers), peak RSS and its growth during the run,
+                  peak GPU memory when any run has one
+  hypergrad-P     hypergradient relative error vs iterations, for solvers that expose their estimate
+Per suite: profile (performance profiles: fraction of problems solved within tau x the fastest
+solver's time, one panel per target). Each figure is written as PNG and PDF.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+from bench import publish as pub
+
+AXIS_LABELS = {"time": "time (s)", "calls": "oracle calls", "samples": "samples"}
+PREFIXES = ("convergence-", "complexity-", "bars-", "hypergrad-", "profile")
+DPI = 100
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+
+
+def colors(solvers: list[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+    cmap = colormaps["tab20" if len(solvers) > 10 else "tab10"]
+    n = cmap.N if len(solvers) <= cmap.N else len(solvers)
+    return {s: (cmap(i % cmap.N) if n == cmap.N else colormaps["hsv"](i / n)) for i, s in enumerate(solvers)}
+
+
+def _figure(rows: int, cols: int, w: float = 3.6, h: float = 2.7, legend: float = 0.9) -> Figure:
+    """A figure with fixed margins (constrained layout costs seconds per figure)."""
+    width, height = w * cols, h * rows + legend + 0.4
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=(legend + 0.45) / height,
+                        top=1 - 0.55 / height, wspace=0.32, hspace=0.45)
+    return fig
+
+
+def _style(ax, xlabel: str, ylabel: str) -> None:
+    """Labels, a light grid and cheap ticks: no minor ticks, no mathtext on log axes."""
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3, lw=0.3)
+    ax.minorticks_off()
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_major_locator(LogLocator(numticks=6))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")))
+
+
+def _legend(fig: Figure, axes) -> None:
+    handles, labels = {}, {}
+    for ax in np.ravel(axes):
+        for hd, lb in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lb, hd)
+            labels[lb] = lb
+    if handles:
+        fig.legend(list(handles.values()), list(labels), loc="lower center",
+                   ncol=min(6, len(handles)), fontsize=7, frameon=False)
+
+
+def median_band(xs: list[np.ndarray], ys: list[np.ndarray], n: int = 60):
+    """(grid, median, q25, q75) over seeds on a log-spaced grid of positive x; None if no data."""
+    pairs = []
+    for x, y in zip(xs, ys):
+        keep = (x > 0) & np.isfinite(x) & ~np.isnan(y)
+        if keep.any():
+            pairs.append((x[keep], y[keep]))
+    if not pairs:
+        return None
+    lo, hi = min(x[0] for x, _ in pairs), max(x[-1] for x, _ in pairs)
+    grid = np.geomspace(lo, hi, n) if hi > lo else np.array([lo])
+    vals = np.full((len(pairs), grid.size), np.nan)
+    for i, (x, y) in enumerate(pairs):
+        idx = np.searchsorted(x, grid, side="right") - 1
+        ok = (idx >= 0) & (grid <= x[-1] * (1 + 1e-12))
+        vals[i, ok] = y[idx[ok]]
+    enough = np.sum(~np.isnan(vals), axis=0) >= math.ceil(len(pairs) / 2)
+    if not enough.any():
+        return None
+    q25, med, q75 = _nanquantiles(vals[:, enough], (0.25, 0.5, 0.75))
+    return grid[enough], med, q25, q75
+
+
+def _nanquantiles(vals: np.ndarray, qs) -> list[np.ndarray]:
+    """Column-wise linear quantiles ignoring NaN (np.nanpercentile loops in Python per column)."""
+    ordered = np.sort(vals, axis=0)                         # NaN last
+    count = np.sum(~np.isnan(vals), axis=0)
+    cols = np.arange(vals.shape[1])
+    out = []
+    for q in qs:
+        pos = q * (count - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, count - 1)
+        a, b = ordered[lo, cols], ordered[hi, cols]
+        out.append(a + (pos - lo) * np.where(hi > lo, b - a, 0.0))
+    return out
+
+
+def _log_y(ax, values) -> None:
+    v = np.asarray([x for x in values if np.isfinite(x)])
+    if v.size and (v > 0).all() and v.max() / v.min() > 100:
+        ax.set_yscale("log")
+
+
+def _curves(ax, data: pub.Data, problem: str, xcol: str, ycol: str, palette, min_x: float = 0) -> None:
+    tab = data.tables[data.tables.problem == problem]
+    seen = []
+    for solver, g in tab.groupby("solver", sort=False):
+        if ycol not in g.columns or xcol not in g.columns:
+            continue
+        parts = [(g[xcol].to_numpy(float)[sl], g[ycol].to_numpy(float)[sl]) for sl in pub.spans(g).values()]
+        parts = [(x, y) for x, y in parts if (x > min_x).any()]
+        b = median_band([x for x, _ in parts], [y for _, y in parts]) if parts else None
+        if b is None:
+            continue
+        grid, med, q25, q75 = b
+        ax.plot(grid, med, color=palette[solver], lw=1.3, label=solver)
+        ax.fill_between(grid, q25, q75, color=palette[solver], alpha=0.2, lw=0)
+        seen.extend(med)
+    ax.set_xscale("log")
+    _log_y(ax, seen)
+
+
+def convergence(data: pub.Data, problem: str, palette) -> Figure:
+    metrics = data.metrics(problem)
+    n = len(set(data.runs.solver[data.runs.problem == problem]))
+    fig = _figure(len(metrics), len(pub.AXES), legend=0.2 + 0.16 * math.ceil(n / 6))
+    axes = np.array(fig.subplots(len(metrics), len(pub.AXES), squeeze=False))
+    for i, metric in enumerate(metrics):
+        for j, (axis, col) in enumerate(pub.AXES.items()):
+            ax = axes[i, j]
+            _curves(ax, data, problem, col, metric, palette)
+            _style(ax, AXIS_LABELS[axis], metric + (" (main)" if metric == data.main[problem] else ""))
+    fig.suptitle(f"{data.suite} / {problem}: median over seeds, 25-75% band", fontsize=10)
+    _legend(fig, axes)
+    return fig
+
+
+def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
+    tab = data.tables[data.tables.problem == problem]
+    if "grad_norm_sq" not in tab.columns or not tab.grad_norm_sq.notna().any():
+        return None
+    fig = _figure(1, 2, w=5.0, h=4.5, legend=0.1)
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, axis in zip(axes, ("samples", "calls")):
+        pts = pub.complexity(data, problem, axis)
+        for solver, g in pts.groupby("solver", sort=False):
+            fit = pub.fit_slope(g.eps, g[axis])
+            label = (f"{solver}: slope {fit[0]:.2f} (1/eps {1 / fit[1]:.0e}..{1 / fit[2]:.0e})" if fit
+                     else f"{solver}: no fit (< 3 points past the first decade)")
+            ax.plot(1 / g.eps, g[axis], "o-", ms=3, lw=1, color=palette[solver], label=label)
+        if not pts.empty:
+            x0, x1 = (1 / pts.eps).min(), (1 / pts.eps).max()
+            y0 = float(np.exp(np.log(pts.loc[1 / pts.eps == x0, axis]).mean()))
+            xs = np.geomspace(x0, max(x1, x0 * 10), 20)
+            ys = pts[axis].to_numpy(float)
+            for slope, style in ((1.5, "--"), (2.0, ":")):
+                ax.plot(xs, y0 * (xs / x0) ** slope, style, color="black", lw=1.2,
+                        label=f"reference eps^-{slope:g}")
+            ax.set_ylim(ys.min() / 2, max(ys.max(), y0 * 100) * 2)      # references: not past the data
+        else:
+            ax.text(0.5, 0.5, "no solver reached any eps", ha="center", transform=ax.transAxes)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _style(ax, "1/eps  (first grad_norm_sq <= eps)", f"{AXIS_LABELS[axis]} to reach eps (median over seeds)")
+        ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"{data.suite} / {problem}: complexity; slopes fitted past the first decade below "
+                 "the start", fontsize=10)
+    return fig
+
+
+def bars(board, problem: str, palette) -> Figure:
+    rows = board[board.problem == problem]
+    panels = [("time_per_step_median", "time per step (s)", "time_per_step_iqr"),
+              ("rss_peak_mib_median", "peak RSS (MiB)", None),
+              ("rss_run_mib_median", "RSS growth during the run (MiB)", None)]
+    for col, label in (("cuda_alloc_peak_mib_median", "peak CUDA allocated (MiB)"),
+                       ("cuda_reserved_peak_mib_median", "peak CUDA reserved (MiB)")):
+        if col in rows.columns and rows[col].notna().any():
+            panels.append((col, label, None))
+    fig = _figure(1, len(panels), w=3.4, h=0.6 + 0.2 * len(rows), legend=0.1)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    y = np.arange(len(rows))
+    for ax, (col, label, err) in zip(axes, panels):
+        vals = rows[col].to_numpy(float)
+        xerr = rows[err].to_numpy(float) / 2 if err else None
+        ax.barh(y, np.nan_to_num(vals), xerr=xerr, color=[palette[s] for s in rows.solver], capsize=2)
+        ax.set_yticks(y, rows.solver if ax is axes[0] else [""] * len(rows), fontsize=7)
+        ax.invert_yaxis()
+        _style(ax, label, "")
+    fig.suptitle(f"{problem}: time and memory per solver (medians over seeds)", fontsize=10)
+    return fig
+
+
+def hypergrad(data: pub.Data, problem: str, palette) -> Optional[Figure]:
+    tab = data.tables[data.tables.problem == problem]
+    if "hypergrad_rel_err" not in tab.columns or not tab.hypergrad_rel_err.notna().any():
+        return None
+    fig = _figure(1, 1, w=6.5, h=4.0, legend=0.1)
+    ax = fig.subplots()
+    _curves(ax, data, problem, "k", "hypergrad_rel_err", palette)
+    _style(ax, "iteration k", "||h - grad Phi|| / ||grad Phi||")
+    ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{problem}: hypergradient relative error (median, 25-75% band)", fontsize=10)
+    return fig
+
+
+def profile(board, palette) -> Figure:
+    n = len(set(board.solver))
+    fig = _figure(1, len(pub.TARGETS), w=4.0, h=3.2, legend=0.2 + 0.16 * math.ceil(n / 6))
+    axes = fig.subplots(1, len(pub.TARGETS), squeeze=False)[0]
+    for ax, lv in zip(axes, pub.TARGETS):
+        ratios = pub.time_ratios(board, lv)
+        finite = ratios.to_numpy(float)[np.isfinite(ratios.to_numpy(float))]
+        taus = np.geomspace(1, max(2.0, finite.max() * 1.5 if finite.size else 2.0), 200)
+        for solver in ratios.columns:
+            r = ratios.loc[board.problem[board.solver == solver], solver].to_numpy(float)
+            ax.step(taus, [(r <= t).mean() for t in taus], where="post", color=palette[solver],
+                    lw=1.2, label=solver)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        _style(ax, "tau (time / fastest solver's time)", f"fraction of problems, target{lv}")
+    fig.suptitle("performance profiles (time to target on the main metric)", fontsize=10)
+    _legend(fig, axes)
+    return fig
+
+
+def draw(data: pub.Data, board, folder: Optional[Path] = None) -> dict[str, bytes]:
+    """Every figure as PNG bytes (name -> bytes); with ``folder``, also written there as PNG and PDF
+    (figures of an earlier drawing that this one does not make are removed)."""
+    palette = colors(list(dict.fromkeys(data.runs.solver)))
+    figures: dict[str, Figure] = {}
+    for problem in data.problems():
+        if data.tables.empty or not (data.tables.problem == problem).any():
+            continue
+        name = slug(problem)
+        figures[f"convergence-{name}"] = convergence(data, problem, palette)
+        figures[f"complexity-{name}"] = complexity(data, problem, palette)
+        figures[f"bars-{name}"] = bars(board, problem, palette)
+        figures[f"hypergrad-{name}"] = hypergrad(data, problem, palette)
+    if not board.empty:
+        figures["profile"] = profile(board, palette)
+    figures = {name: fig for name, fig in figures.items() if fig is not None}
+    out = {}
+    if folder is not None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            if old.suffix in (".png", ".pdf") and old.name.startswith(PREFIXES) and old.stem not in figures:
+                old.unlink()
+    for name, fig in figures.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI)
+        out[name] = buf.getvalue()
+        if folder is not None:
+            (folder / f"{name}.png").write_bytes(out[name])
+            fig.savefig(folder / f"{name}.pdf")
+    return out

@@ -1,0 +1,381 @@
+"""Leaderboards of a suite: pure functions of its stored run tables (see README "Leaderboard columns").
+
+``load(store, specs)`` reads every stored run of a suite once (meta.json, then table.csv checked
+against its SHA-256) into two frames: ``runs`` (one row per spec, status None when nothing is
+stored) and ``tables`` (the checkpoints of the runs with a result trace: finished or diverged).
+``leaderboard`` gives one row per (problem label, solver label), ``summary`` one row per solver
+across problems (time-to-target scores and a performance profile), ``complexity`` the samples or
+oracle calls needed to first reach grad_norm_sq <= eps and ``fit_slope`` their log-log slope.
+
+Targets on a problem's main metric m (lower is better): with m0 the median over runs of m at
+k = 0 and m* the lowest m any run of any solver reached, the target at level L (percent) is
+m0 * (m* / m0)^(L/100), i.e. L% of the decades from m0 to m*, when both are > 0, else
+m0 - L/100 * (m0 - m*). For positive metrics m* is floored at 1e-10 m0: a solver reaching machine
+precision (1e-28 on a quadratic) would otherwise put every target out of the others' reach.
+A run reaches a target at its first checkpoint with m <= target.
+
+Nothing here imports a solver; problems are only asked for their ``main_metric``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import InputError
+from bench.profiling import GPU_COLUMNS
+
+RESULT = ("finished", "diverged")          # runs with a trace that counts
+STATUSES = ("finished", "diverged", "failed", "timeout", "skipped")
+TARGETS = (25, 50, 75)                     # percent of the way from the start value to the best
+BEST_FLOOR = 1e-10                         # m* is taken >= 1e-10 m0 for the targets
+TAUS = (1, 2, 5, 10)                       # performance-profile factors
+AXES = {"time": "time", "calls": "calls_total", "samples": "samples_total"}
+MEMORY = ("rss_peak_mib", *GPU_COLUMNS)
+ENV_FIELDS = ("git_commit", "device_name", "host", "threads", "versions")
+NAN = math.nan
+
+
+@dataclass
+class Data:
+    suite: str
+    runs: pd.DataFrame                        # one row per spec
+    tables: pd.DataFrame                      # checkpoints of finished / diverged runs
+    main: dict = field(default_factory=dict)  # problem label -> main metric
+
+    def metrics(self, problem: Optional[str] = None) -> list[str]:
+        """Metric columns (main metric first) reported by the runs of ``problem`` (or any)."""
+        tab = self.tables if problem is None else self.tables[self.tables.problem == problem]
+        cols = [c for c in tab.columns if is_metric(c) and tab[c].notna().any()]
+        first = self.main.get(problem) if problem else None
+        return sorted(cols, key=lambda c: (c != first, c))
+
+    def problems(self) -> list[str]:
+        return list(dict.fromkeys(self.runs.problem))
+
+
+def is_metric(col: str) -> bool:
+    return not (col in ("k", "time", *MEMORY, "run_id", "problem", "solver", "seed", "status")
+                or col.startswith(("calls_", "samples_")))
+
+
+# --------------------------------------------------------------------------- loading
+def _read(folder: Path) -> tuple[Optional[dict], Optional[tuple[list[str], np.ndarray]]]:
+    """(meta, (columns, values)) of one stored run; (None, None) when absent or not trustworthy.
+    The table is read (as floats; empty cells NaN) only for runs with a result trace."""
+    try:
+        with open(folder / "meta.json") as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(meta, dict) or meta.get("status") not in STATUSES:
+        return None, None
+    if meta["status"] not in RESULT:
+        return meta, None
+    try:
+        raw = (folder / "table.csv").read_bytes()
+    except OSError:
+        return None, None
+    if meta.get("table_sha256", None) not in (None, hashlib.sha256(raw).hexdigest()):
+        return None, None                                   # corrupted: not a result
+    lines = raw.decode().splitlines()
+    if len(lines) < 2:
+        return meta, None
+    try:                                                    # plain numeric CSV: ~20x faster than read_csv
+        values = np.array([[float(v) if v else NAN for v in line.split(",")] for line in lines[1:]])
+        return meta, (lines[0].split(","), values.reshape(len(lines) - 1, -1))
+    except ValueError:
+        frame = pd.read_csv(io.BytesIO(raw)).apply(pd.to_numeric, errors="coerce")
+        return meta, (list(frame.columns), frame.to_numpy(float))
+
+
+def main_metric(problem: str, columns: Iterable[str]) -> str:
+    from bench.registry import resolve_problem
+    try:
+        return resolve_problem(problem).main_metric
+    except KeyError:                                        # a plugin not loaded here
+        return "grad_norm_sq" if "grad_norm_sq" in columns else "value"
+
+
+def load(store, specs, suite: str) -> Data:
+    """Read the stored runs of ``specs`` (labels from the specs: the suite's, not the meta's)."""
+    rows, blocks = [], {}                       # blocks: header -> (list of arrays, list of row index)
+    for s in specs:
+        meta, table = _read(store.raw / s.run_id)
+        meta = meta or {}
+        row = {"run_id": s.run_id, "problem": s.problem_label or s.problem,
+               "solver": s.solver_label or s.solver, "problem_name": s.problem,
+               "solver_name": s.solver, "seed": s.seed, "status": meta.get("status"),
+               "rss_start_mib": meta.get("rss_start_mib", NAN), "device": s.device,
+               "started": meta.get("started"), "ended": meta.get("ended")}
+        row.update({f: json.dumps(meta[f], sort_keys=True) if isinstance(meta.get(f), dict)
+                    else meta.get(f) for f in ENV_FIELDS})
+        if table is not None:
+            arrays, owners = blocks.setdefault(tuple(table[0]), ([], []))
+            arrays.append(table[1])
+            owners.extend([len(rows)] * len(table[1]))
+        rows.append(row)
+    runs = pd.DataFrame(rows, columns=["run_id", "problem", "solver", "problem_name", "solver_name",
+                                       "seed", "status", "rss_start_mib", "device", "started",
+                                       "ended", *ENV_FIELDS])
+    frames = []
+    for header, (arrays, owners) in blocks.items():
+        frame = pd.DataFrame(np.concatenate(arrays), columns=list(header))
+        frame.insert(0, "order", owners)
+        frames.append(frame)
+    if frames:
+        tables = pd.concat(frames, ignore_index=True).sort_values("order", kind="stable")
+        head = runs.loc[tables.pop("order").to_numpy(), ["run_id", "problem", "solver", "seed", "status"]]
+        tables = pd.concat([head.reset_index(drop=True), tables.reset_index(drop=True)], axis=1)
+        tables["k"] = tables.k.astype(int)
+    else:
+        tables = pd.DataFrame(columns=["run_id", "problem", "solver", "seed", "status", "k", "time"])
+    main = {p: main_metric(name, tables.columns)
+            for p, name in runs[["problem", "problem_name"]].drop_duplicates().itertuples(index=False)}
+    return Data(suite, runs, tables, main)
+
+
+# --------------------------------------------------------------------------- statistics
+def quantile(ordered: list, q: float) -> float:
+    """Linear-interpolation quantile of a sorted list (numpy's default method)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]) if hi != lo else ordered[lo]
+
+
+def median_iqr(values) -> tuple[float, float]:
+    """Median and interquartile range (75th - 25th percentile, linear) of the non-NaN values."""
+    v = sorted(float(x) for x in values if not math.isnan(x))
+    if not v:
+        return NAN, NAN
+    return quantile(v, 0.5), quantile(v, 0.75) - quantile(v, 0.25)
+
+
+def median_reached(values) -> float:
+    """Median with unreached (inf) values counted as infinite; NaN when the median is infinite."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return NAN
+    m = float(np.median(v))
+    return m if math.isfinite(m) else NAN
+
+
+def target_values(start: float, best: float, levels=TARGETS) -> dict[int, float]:
+    """Target value at each level (percent) between the start value and the best (see above)."""
+    if not (math.isfinite(start) and math.isfinite(best)):
+        return {lv: NAN for lv in levels}
+    if start > 0 and best > 0:
+        best = max(best, start * BEST_FLOOR)
+        return {lv: start * (best / start) ** (lv / 100) for lv in levels}
+    return {lv: start - lv / 100 * (start - best) for lv in levels}
+
+
+def first_reach(metric: np.ndarray, x: np.ndarray, thresholds) -> np.ndarray:
+    """For each threshold, x at the first row with metric <= threshold (inf if never)."""
+    out = np.full(len(thresholds), np.inf)
+    for i, t in enumerate(thresholds):
+        hit = np.flatnonzero(metric <= t)
+        if hit.size:
+            out[i] = x[hit[0]]
+    return out
+
+
+def spans(tables: pd.DataFrame) -> dict[str, slice]:
+    """run_id -> its rows (contiguous) in ``tables``."""
+    ids = tables.run_id.to_numpy()
+    if ids.size == 0:
+        return {}
+    cut = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    starts, stops = np.r_[0, cut], np.r_[cut, ids.size]
+    return {ids[a]: slice(a, b) for a, b in zip(starts, stops)}
+
+
+def start_and_best(data: Data, problem: str) -> tuple[float, float]:
+    """Median over the problem's runs of the main metric at their first checkpoint, and the
+    lowest finite value any run reached."""
+    m = data.main[problem]
+    tab = data.tables[data.tables.problem == problem]
+    if m not in tab.columns or tab.empty:
+        return NAN, NAN
+    vals = tab[m].to_numpy(float)
+    first = [vals[sl.start] for sl in spans(tab).values()]
+    finite = vals[np.isfinite(vals)]
+    return median_iqr(first)[0], (float(finite.min()) if finite.size else NAN)
+
+
+# --------------------------------------------------------------------------- leaderboard
+def leaderboard(data: Data) -> pd.DataFrame:
+    tab = data.tables
+    where = spans(tab)
+    cols = {c: tab[c].to_numpy(float) for c in tab.columns if c not in ("run_id", "problem", "solver", "status")}
+    last = {rid: sl.stop - 1 for rid, sl in where.items()}
+    peak = {c: {rid: np.nanmax(cols[c][sl]) if np.isfinite(cols[c][sl]).any() else NAN
+                for rid, sl in where.items()} for c in MEMORY if c in cols}
+    per_step = [c for c in cols if c.startswith("calls_")] + ["samples_total"] * ("samples_total" in cols)
+    rows = []
+    for problem in data.problems():
+        m = data.main[problem]
+        start, best = start_and_best(data, problem)
+        targets = target_values(start, best)
+        metrics = data.metrics(problem)
+        pairs: dict[str, list] = {}
+        for r in data.runs[data.runs.problem == problem].itertuples(index=False):
+            pairs.setdefault(r.solver, []).append(r)
+        for solver, grp in pairs.items():
+            status = [r.status if isinstance(r.status, str) else None for r in grp]
+            if not any(status):
+                continue
+            result = [r.run_id for r in grp if r.status in RESULT and r.run_id in where]
+            done = [last[r.run_id] for r in grp if r.status == "finished" and r.run_id in where]
+
+            def fin(col):
+                return cols[col][done] if col in cols else np.full(len(done), NAN)
+
+            row = {"problem": problem, "solver": solver, "problem_name": grp[0].problem_name,
+                   "solver_name": grp[0].solver_name, "main_metric": m, "seeds": len(grp),
+                   "seeds_run": sum(1 for st in status if st)}
+            row.update({f"seeds_{s}": status.count(s) for s in STATUSES})
+            for metric in metrics:
+                row[f"final_{metric}_median"], row[f"final_{metric}_iqr"] = median_iqr(fin(metric))
+            row.update(start=start, best=best)
+            hits = {ax: np.array([first_reach(cols[m][where[r]], cols[col][where[r]], list(targets.values()))
+                                  for r in result]).reshape(len(result), len(targets))
+                    for ax, col in AXES.items() if col in cols and m in cols}
+            for i, (lv, t) in enumerate(targets.items()):
+                row[f"target{lv}"] = t
+                row[f"reached_target{lv}"] = int(np.isfinite(hits["time"][:, i]).sum()) if hits else 0
+                for ax in AXES:
+                    row[f"{ax}_to_target{lv}"] = median_reached(hits[ax][:, i]) if ax in hits else NAN
+            steps = fin("k")
+            safe = np.where(steps > 0, steps, np.nan)
+            row["steps_median"] = median_iqr(steps)[0]
+            row["time_median"], row["time_iqr"] = median_iqr(fin("time"))
+            row["time_per_step_median"], row["time_per_step_iqr"] = median_iqr(fin("time") / safe)
+            for col in MEMORY:
+                row[f"{col}_median"] = median_iqr([peak[col][r] for r in result] if col in peak else [])[0]
+            start_rss = {r.run_id: float(r.rss_start_mib) for r in grp}
+            row["rss_run_mib_median"] = median_iqr(
+                [peak["rss_peak_mib"][r] - start_rss[r] for r in result] if "rss_peak_mib" in peak else [])[0]
+            for col in per_step:
+                row[f"{col}_per_step"] = median_iqr(fin(col) / safe)[0]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- summary
+def time_ratios(board: pd.DataFrame, level: int) -> pd.DataFrame:
+    """problem x solver: time to target / the fastest solver's time (inf when not reached)."""
+    t = board.pivot_table(index="problem", columns="solver", values=f"time_to_target{level}",
+                          aggfunc="first", dropna=False)
+    t = t.reindex(index=list(dict.fromkeys(board.problem)), columns=list(dict.fromkeys(board.solver)))
+    best = t.min(axis=1, skipna=True)
+    ratio = t.div(best.where(best > 0), axis=0)
+    ratio = ratio.mask(t.eq(best, axis=0), 1.0)             # the fastest (also when its time is 0)
+    return ratio.fillna(np.inf)
+
+
+def summary(board: pd.DataFrame) -> pd.DataFrame:
+    if board.empty:
+        return pd.DataFrame(columns=["solver", "problems"])
+    rows = []
+    ran = board.groupby("solver", sort=False)
+    ratios = {lv: time_ratios(board, lv) for lv in TARGETS}
+    for solver, grp in ran:
+        problems = grp.problem.tolist()
+        row = {"solver": solver, "problems": len(problems)}
+        row.update({f"seeds_{s}": int(grp[f"seeds_{s}"].sum()) for s in ("run", *STATUSES)})
+        for lv in TARGETS:
+            r = ratios[lv].loc[problems, solver].to_numpy(float)
+            row[f"solved_target{lv}"] = int(np.isfinite(r).sum())
+            row[f"score_target{lv}"] = float(np.mean(np.where(np.isfinite(r), 1.0 / r, 0.0)))
+            for tau in TAUS:
+                row[f"profile_target{lv}_tau{tau}"] = float(np.mean(r <= tau))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- complexity
+def eps_grid(start: float, best: float, per_decade: int = 4) -> np.ndarray:
+    """Values 10^(j / per_decade) in [best, start] (empty unless 0 < best <= start)."""
+    if not (math.isfinite(start) and math.isfinite(best) and 0 < best <= start):
+        return np.array([])
+    lo, hi = math.ceil(np.log10(best) * per_decade - 1e-9), math.floor(np.log10(start) * per_decade + 1e-9)
+    return 10.0 ** (np.arange(hi, lo - 1, -1) / per_decade)
+
+
+def complexity(data: Data, problem: str, axis: str = "samples", eps=None) -> pd.DataFrame:
+    """Per solver and eps: median over seeds (unreached = inf) of the samples (or oracle calls) at
+    the first checkpoint with grad_norm_sq <= eps; rows only where that median is finite and > 0."""
+    tab = data.tables[data.tables.problem == problem]
+    col = AXES[axis]
+    if "grad_norm_sq" not in tab.columns or not tab.grad_norm_sq.notna().any():
+        return pd.DataFrame(columns=["solver", "eps", axis])
+    if eps is None:
+        vals = tab.grad_norm_sq.to_numpy(float)
+        eps = eps_grid(median_iqr([vals[sl.start] for sl in spans(tab).values()])[0],
+                       float(np.nanmin(np.where(np.isfinite(vals), vals, np.nan))))
+    eps = np.asarray(eps, float)
+    rows = []
+    for solver, g in tab.groupby("solver", sort=False):
+        hits = np.array([first_reach(g.grad_norm_sq.to_numpy(float)[sl], g[col].to_numpy(float)[sl], eps)
+                         for sl in spans(g).values()]).reshape(-1, eps.size)
+        for e, h in zip(eps, hits.T):
+            m = median_reached(h)
+            if math.isfinite(m) and m > 0:                  # 0: reached at k = 0, no point on a log axis
+                rows.append({"solver": solver, "eps": float(e), axis: m})
+    return pd.DataFrame(rows, columns=["solver", "eps", axis])
+
+
+def fit_slope(eps, y, skip_decades: float = 1.0) -> Optional[tuple[float, float, float]]:
+    """Least-squares slope of log y against log(1/eps), over the points at least ``skip_decades``
+    below the largest eps (the transient from the start is left out) with y > 0; None unless
+    there are 3 such points spanning half a decade. Returns (slope, eps_max, eps_min) fitted."""
+    eps, y = np.asarray(eps, float), np.asarray(y, float)
+    keep = (y > 0) & (eps > 0) & np.isfinite(y)
+    eps, y = eps[keep], y[keep]
+    if eps.size == 0:
+        return None
+    keep = np.log10(eps) <= np.log10(eps.max()) - skip_decades + 1e-9
+    eps, y = eps[keep], y[keep]
+    if eps.size < 3 or np.log10(eps.max() / eps.min()) < 0.5:
+        return None
+    slope = np.polyfit(np.log(1 / eps), np.log(y), 1)[0]
+    return float(slope), float(eps.max()), float(eps.min())
+
+
+# --------------------------------------------------------------------------- files
+def check_output(*folders: Path) -> None:
+    """InputError unless each folder exists as a writable folder or can be created (nothing made)."""
+    for folder in folders:
+        p = Path(folder)
+        if p.exists() and not p.is_dir():
+            raise InputError(f"output folder {folder}: exists and is not a folder")
+        while not p.exists():
+            p = p.parent
+        if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+            raise InputError(f"output folder {folder}: {p} is not writable")
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def publish(data: Data, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write <folder>/leaderboard.csv and summary.csv; return both frames."""
+    board = leaderboard(data)
+    summ = summary(board)
+    write_csv(board, Path(folder) / "leaderboard.csv")
+    write_csv(summ, Path(folder) / "summary.csv")
+    return board, summ
