@@ -54,6 +54,19 @@ from problems.base import (
 )
 
 
+class RidgeHead:
+    """Mixin (before Problem): g = training loss + ridge / 2 ||y||^2, f = validation loss, from
+    ``loss(split, x, y, idx)`` (both T5 problems)."""
+
+    @pointwise
+    def g(self, x, y, idx: Index = None):
+        return self.loss("train", x, y, idx) + 0.5 * self.params.ridge * y.square().sum()
+
+    @pointwise
+    def f(self, x, y, idx: Index = None):
+        return self.loss("val", x, y, idx)
+
+
 @dataclass(frozen=True)
 class HyperRepresentationParams:
     """Instance of T5 (linear)."""
@@ -76,7 +89,7 @@ class HyperRepresentationParams:
 
 
 @register
-class HyperRepresentation(_ml.HeldOut, Problem):
+class HyperRepresentation(_ml.HeldOut, RidgeHead, Problem):
     """T5 linear hyper-representation with closed-form w* and grad Phi (module docstring)."""
 
     name = "hyperrep-linear"
@@ -108,14 +121,6 @@ class HyperRepresentation(_ml.HeldOut, Problem):
         """Mean 1/2 squared error of the predictor L w on the samples idx of a split (1-D x, w)."""
         a, t = self.data[split]
         return 0.5 * (take(a, idx) @ (self._rep(x) @ w) - take(t, idx)).square().mean()
-
-    @pointwise
-    def g(self, x, y, idx: Index = None):
-        return self.loss("train", x, y, idx) + 0.5 * self.params.ridge * y.square().sum()
-
-    @pointwise
-    def f(self, x, y, idx: Index = None):
-        return self.loss("val", x, y, idx)
 
     # ------------------------------------------------------------------ analytic oracles
     def _fit(self, split: str, x, w, idx: Index):
@@ -200,7 +205,7 @@ class DeepHyperRepresentationParams:
 
 
 @register
-class DeepHyperRepresentation(Problem):
+class DeepHyperRepresentation(RidgeHead, Problem):
     """T5 deep hyper-representation: a network (outer) under a softmax head (inner), MNIST-1D.
 
     Data: MNIST-1D (``mnist1d`` package, 1-D signals of length 40, 10 classes; problems/_nets.py),
@@ -262,14 +267,6 @@ class DeepHyperRepresentation(Problem):
     def loss(self, split: str, x, y, idx: Index = None):
         """Mean cross-entropy of the head y on the features phi_x of the samples idx of a split."""
         return F.cross_entropy(self.logits(split, x, y, idx), take(self.data[split].t, idx))
-
-    @pointwise
-    def g(self, x, y, idx: Index = None):
-        return self.loss("train", x, y, idx) + 0.5 * self.params.ridge * y.square().sum()
-
-    @pointwise
-    def f(self, x, y, idx: Index = None):
-        return self.loss("val", x, y, idx)
 
     def metrics(self, x, y):
         with torch.no_grad():
