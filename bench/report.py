@@ -24,9 +24,9 @@ BRIEF = ("solver", "seeds", "seeds_finished", "seeds_diverged", "seeds_failed", 
          "cuda_alloc_peak_mib_median", "calls_total_per_step", "samples_total_per_step")
 
 SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+document.querySelectorAll('table.sortable th').forEach(function (th) {
   th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0];
+    var col = th.cellIndex, table = th.closest('table'), body = table.tBodies[0];
     var asc = th.dataset.order !== 'asc'; th.dataset.order = asc ? 'asc' : 'desc';
     var key = function (tr) { var t = tr.children[col].dataset.v; var x = parseFloat(t);
                               return isNaN(x) ? t : x; };
