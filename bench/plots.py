@@ -161,8 +161,9 @@ def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
     tab = data.tables[data.tables.problem == problem]
     if "grad_norm_sq" not in tab.columns or not tab.grad_norm_sq.notna().any():
         return None
-    fig = _figure(1, 2, w=5.0, h=4.5, legend=0.1)
-    axes = fig.subplots(1, 2, squeeze=False)[0]
+    fig = _figure(2, 1, w=10.0, h=3.6, legend=0.1)
+    fig.subplots_adjust(right=0.6)                          # legends (slopes) to the right of the axes
+    axes = fig.subplots(2, 1, squeeze=False)[:, 0]
     for ax, axis in zip(axes, ("samples", "calls")):
         pts = pub.complexity(data, problem, axis)
         for solver, g in pts.groupby("solver", sort=False):
@@ -184,7 +185,7 @@ def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         _style(ax, "1/eps  (first grad_norm_sq <= eps)", f"{AXIS_LABELS[axis]} to reach eps (median over seeds)")
-        ax.legend(fontsize=6, loc="upper left")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle(f"{data.suite} / {problem}: complexity; slopes fitted past the first decade below "
                  "the start", fontsize=10)
     return fig
