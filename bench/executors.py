@@ -4,8 +4,12 @@
   ``failed``; a run that kills the interpreter takes the suite down: use ``process``).
 * ``process`` (default): up to ``jobs`` worker processes, each running one spec at a time and
   writing its result itself. On Linux, for CPU runs with one thread per run, each run gets a
-  fresh process forked from this one (milliseconds; torch is already imported, no tensor has
-  been computed here and no other thread runs, so the fork is clean). Otherwise (CUDA, several
+  fresh process forked from this one (milliseconds; torch is already imported, and this
+  process has only computed with one torch thread and runs no other thread, so the fork is
+  clean). Before the first fork it pays once what every forked run would pay again
+  (``warm_parent``): the construction of each distinct problem (data sets and generated
+  instances are cached per process) and torch.func's first-use import; forked runs share those
+  pages, which their resident memory counts (``rss_start_mib``). Otherwise (CUDA, several
   threads, other systems) workers are spawned (a torch import each, a few seconds) and reused
   for several runs, with the peak-RSS counter reset at the start of each run. A worker that dies
   (segfault, out-of-memory kill, ``os._exit``) is replaced and its run is stored as ``failed``
@@ -43,9 +47,11 @@ from multiprocessing.connection import wait
 from typing import Callable, Optional
 
 import pandas as pd
+import torch
 
 from bench.errors import InputError
-from bench.runner import RunResult, execute
+from bench.oracles import uses_torch_func
+from bench.runner import RunResult, build, execute, git_commit
 from bench.spec import RunSpec
 from bench.store import Store
 
@@ -216,12 +222,53 @@ def start_method(specs: list[RunSpec], threads: int) -> str:
     return "fork" if sys.platform.startswith("linux") and cpu_only and threads == 1 else "spawn"
 
 
+def warm_parent(specs: list[RunSpec]) -> None:
+    """Before forking workers, pay here once what every forked run would pay again: the git
+    commit of the run metadata, each distinct (problem, params, dtype, device) built once (its
+    data set or generated instance is cached per process: _nets.classes, the quadratic's
+    arrays) and, if some problem has oracles derived with torch.func, torch.func's first call
+    (it imports torch._dynamo: seconds). A build that fails is ignored here: its runs fail in
+    their worker, with the message. One torch thread meanwhile, so that no OpenMP thread pool
+    exists when the workers fork."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        git_commit()
+        built, func = set(), False
+        for spec in specs:
+            key = (spec.problem, repr(sorted(spec.problem_params.items())), spec.dtype, spec.device)
+            if key not in built:
+                built.add(key)
+                try:
+                    func = uses_torch_func(build(spec)[0]) or func
+                except Exception:  # noqa: BLE001 - the run reports it
+                    pass
+        if func:
+            torch.func.grad(torch.sum)(torch.zeros(1))
+    finally:
+        torch.set_num_threads(previous)
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Linux: hand the heap's free pages back to the OS (malloc_trim), so that the problems
+    built and dropped by warm_parent do not count in the forked runs' resident memory."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
 def run_pool(specs: list[RunSpec], store: Store, *, jobs: int = 2, warmup: int = 2,
              threads: int = 1, timeout: Optional[float] = None,
              on_done: Optional[Callable[[Outcome], None]] = None,
              on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
     method = start_method(specs, threads)
     ctx = mp.get_context(method)
+    if method == "fork":
+        warm_parent(specs)
     book = _Book(specs, store, on_done)
     slots: list[_Slot] = []
 

@@ -35,7 +35,7 @@ from torch.func import grad, jvp, vjp, vmap
 from problems.base import Index, batch_size_of
 
 KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross", "g", "f")
-PER_SAMPLE_KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross")
+PER_SAMPLE_KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross")   # also: the analytic ones
 VMAP_CHUNK = 128       # samples per vmap call of the generic per-sample path (bounds its memory)
 
 
@@ -123,7 +123,7 @@ class Oracles:
         self._inner = BlockSampler(problem.n_inner, generator)
         self._outer = BlockSampler(problem.n_outer, outer_gen)
         # analytic override if the problem has one, torch.func otherwise
-        for kind in ("grad_g", "grad_f", "hvp", "cross", "hvp_cross"):
+        for kind in PER_SAMPLE_KINDS:
             impl = getattr(problem, kind, None)
             setattr(self, "_" + kind, impl if callable(impl) else getattr(self, "_auto_" + kind))
         self._analytic_rows = {kind: _trusted_per_sample(type(problem), kind) for kind in PER_SAMPLE_KINDS}
@@ -248,6 +248,11 @@ class Oracles:
             jv, hv = pullback(w)
             return hv, jv
         return _over_points(one, x, y, v)
+
+
+def uses_torch_func(problem) -> bool:
+    """Whether Oracles derive some oracle of this problem with torch.func (no analytic version)."""
+    return not all(callable(getattr(problem, kind, None)) for kind in PER_SAMPLE_KINDS)
 
 
 def make_generators(seed: int, device: Optional[torch.device] = None) -> dict[str, torch.Generator]:

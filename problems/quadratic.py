@@ -51,6 +51,7 @@ differ (torch, not JAX): instances match benchopt's in law, not in value.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -197,6 +198,16 @@ def _generate(prm: QuadraticParams) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _generated(prm: QuadraticParams) -> tuple[dict, tuple]:
+    """_generate(prm) and its certificate, cached per process: instances never modify their
+    arrays, so the runs of one instance in a process (or in processes forked from one that built
+    it, see bench/executors.py warm_parent) share them instead of drawing them again (seconds at
+    p = d = 1000)."""
+    arrays = _generate(prm)
+    return arrays, _certify(arrays["H_g"], arrays["H_f"], prm.dim_x)
+
+
 # ---------------------------------------------------------------------------- linear algebra
 # Vectors are 1-D or stacked (B, n); the 1-D branches use mv/addmv, faster than v @ M.T.
 def _mv(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -240,11 +251,14 @@ class Quadratic(Problem):
     def __init__(self, params: QuadraticParams, device="cpu", dtype: Optional[torch.dtype] = None):
         super().__init__(params, device, dtype)
         self.sha256: Optional[str] = None
-        arrays = self._load(params.instance_file) if params.instance_file else _generate(params)
+        if params.instance_file:
+            arrays = self._load(params.instance_file)
+            cert = _certify(arrays["H_g"], arrays["H_f"], arrays["dims"][0])
+        else:
+            arrays, cert = _generated(params)
         self.construction = arrays["construction"]
         p, d, self.n_inner, self.n_outer = arrays["dims"]
         self.dim_x, self.dim_y = p, d
-        cert = _certify(arrays["H_g"], arrays["H_f"], p)
         if cert is None:
             raise ValueError(f"instance_file {params.instance_file}: A is not positive definite "
                              "or Hess Phi has an eigenvalue < 1e-12")

@@ -11,6 +11,7 @@ from probhelpers import close
 
 from bench.oracles import Oracles
 from problems.base import PROBLEMS
+from problems import quadratic
 from problems.quadratic import Quadratic, QuadraticParams
 
 D64 = torch.float64
@@ -347,7 +348,9 @@ def stored(prob):
 
 def test_same_seed_same_instance_other_seed_other_instance():
     kw = dict(CASES["benchopt"], instance_seed=3)
-    a, b, c = stored(make(**kw)), stored(make(**kw)), stored(make(**{**kw, "instance_seed": 4}))
+    a = stored(make(**kw))
+    quadratic._generated.cache_clear()              # drawn again, not the per-process cache
+    b, c = stored(make(**kw)), stored(make(**{**kw, "instance_seed": 4}))
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["._obj.g.H"], c["._obj.g.H"]) and not torch.equal(a["._obj.f.Y"], c["._obj.f.Y"])
