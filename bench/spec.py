@@ -8,8 +8,9 @@ Labels and the suite name are bookkeeping and are not hashed.
 
 ``make_spec`` validates everything knowable before a run starts, cross-checks included: a
 problem parameter naming an instance file (``*_file``) makes it build the problem once, on the
-CPU, so that a bad file is bad input rather than a failed run; and no minibatch field of the
-solver (``*batch*``) may exceed the data of a stochastic problem (its ``n_inner``/``n_outer``).
+CPU, so that a bad file is bad input rather than a failed run. A minibatch larger than the data
+is not an error: the harness's samplers clamp it to the full data (``bench/oracles.py``:
+``idx = None``, counted as n samples), so every solver runs with its defaults on every problem.
 """
 from __future__ import annotations
 
@@ -185,8 +186,7 @@ def make_spec(problem: str, solver: str, *, problem_params: dict | None = None,
         raise InputError(f"{pre}solver: {exc.args[0]}") from None
     pparams = P.build(pcls.Params, problem_params, f"{pre}problem {problem}")
     hp = P.build(scls.HP, solver_params, f"{pre}solver {sname}")
-    _check_batches(hp, _data_sizes(problem, json.dumps(P.as_dict(pparams), sort_keys=True), pre),
-                   f"{pre}solver {sname}", problem)
+    _check_files(problem, json.dumps(P.as_dict(pparams), sort_keys=True), pre)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"{pre}seed: must be an integer >= 0, got {seed!r}")
     if isinstance(budget, dict):
@@ -202,30 +202,14 @@ def make_spec(problem: str, solver: str, *, problem_params: dict | None = None,
 
 
 @lru_cache(maxsize=32)
-def _data_sizes(problem: str, params_json: str, pre: str) -> Optional[tuple[int, int]]:
-    """(n_inner, n_outer) of a problem config, building it on the CPU when a parameter names an
-    instance file (so a bad file is bad input); None when unknown without building it."""
+def _check_files(problem: str, params_json: str, pre: str) -> None:
+    """Build a problem config on the CPU when a parameter names an instance file, so that a bad
+    file is bad input."""
     pcls = resolve_problem(problem)
     values = json.loads(params_json)
     files = [k for k, v in values.items() if k.endswith("_file") and v]
     if files:
         try:
-            inst = pcls(P.build(pcls.Params, values, problem), device="cpu")
+            pcls(P.build(pcls.Params, values, problem), device="cpu")
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"{pre}problem {problem}.{files[0]}: {exc}") from None
-        return int(inst.n_inner), int(inst.n_outer)
-    if "n_inner" in values and "n_outer" in values:
-        return int(values["n_inner"]), int(values["n_outer"])
-    return None
-
-
-def _check_batches(hp, sizes: Optional[tuple[int, int]], where: str, problem: str) -> None:
-    """A minibatch larger than every sample set of a stochastic problem is a mistake (on a
-    deterministic problem, n = 1, any batch is the full batch)."""
-    if sizes is None or max(sizes) <= 1:
-        return
-    n = max(sizes)
-    for name, value in P.as_dict(hp).items():
-        if "batch" in name and isinstance(value, int) and value > n:
-            raise InputError(f"{where}.{name}: {value} is larger than the data of {problem} "
-                             f"(n_inner={sizes[0]}, n_outer={sizes[1]}); valid: 1 to {n}")

@@ -93,8 +93,6 @@ CASES = {
     "wrong type (integer)": (edit(S, 'params = { batch_size = 2.5 }'), ["batch_size", "expected an integer"]),
     "negative step size": (edit(S, 'params = { outer_lr = -0.1 }'), ["soba", "outer_lr must be > 0"]),
     "zero dimension": (edit(P, 'params = { dim_x = 0 }'), ["quadratic", "dim_x must be an int >= 1"]),
-    "batch larger than the data": (edit(S, 'params = { batch_size = 17 }'),
-                                   ["soba.batch_size", "17 is larger than the data", "valid: 1 to 16"]),
     "zero seeds (file)": (edit("seeds = [0]", "seeds = []"), ["seeds", "non-empty list"]),
     "zero seeds (--seeds)": (option("--seeds", ","), ["--seeds", "at least one seed"]),
     "negative budget (file)": (edit("iters = 5", "iters = -5"), ["budget.iters", "must be > 0"]),
