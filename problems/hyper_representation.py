@@ -40,6 +40,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import vmap
 
 from problems import _ml, _nets
 from problems.base import (
@@ -221,8 +222,9 @@ class DeepHyperRepresentation(RidgeHead, Problem):
 
     with CE the softmax cross-entropy. g is ridge-strongly convex in y (CE is convex in the logits).
     Start: PyTorch's default initialization of the network from the instance seed; y0 = 0.
-    Oracles: torch.func on ``g`` and ``f`` (the network is evaluated from views of x through
-    ``FlatNet``); minibatches honoured.
+    Oracles: ``hvp`` (d2g/dy2 v) analytic (the softmax curvature on the features, formula in the
+    method); the others by torch.func on ``g`` and ``f`` (the network is evaluated from views of x
+    through ``FlatNet``); minibatches honoured.
     Metrics of the current pair (x, y), not of a re-fitted head (the head a solver carries is
     part of its state; re-fitting it would not be the solver's answer): ``val_loss`` = f(x, y)
     (main), ``test_loss`` and ``test_acc`` on the test split, ``train_loss`` = mean CE on the
@@ -267,6 +269,19 @@ class DeepHyperRepresentation(RidgeHead, Problem):
     def loss(self, split: str, x, y, idx: Index = None):
         """Mean cross-entropy of the head y on the features phi_x of the samples idx of a split."""
         return F.cross_entropy(self.logits(split, x, y, idx), take(self.data[split].t, idx))
+
+    def hvp(self, x, y, v, idx: Index = None):
+        """Analytic d2g/dy2 v (the head's softmax curvature; the network enters only through its
+        features): with P = softmax(logits), dZ = Phi V^T + v_b (Phi the (b, q) features),
+        S = P * (dZ - rowsum(P * dZ)) / b, H v = (vec(S^T Phi), colsum(S)) + ridge v."""
+        if x.dim() == 2:
+            return vmap(lambda a, b, w: self.hvp(a, b, w, idx))(x, y, v)
+        q = self.n_features
+        feats = self.net(x, take(self.data["train"].x, idx))
+        p = torch.softmax(feats @ y[:N_CLASSES * q].view(N_CLASSES, q).T + y[N_CLASSES * q:], -1)
+        dz = feats @ v[:N_CLASSES * q].view(N_CLASSES, q).T + v[N_CLASSES * q:]
+        s = p * (dz - (p * dz).sum(-1, keepdim=True)) / feats.shape[0]
+        return torch.cat(((s.T @ feats).reshape(-1), s.sum(0))) + self.params.ridge * v
 
     def metrics(self, x, y):
         with torch.no_grad():
