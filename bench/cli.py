@@ -177,6 +177,10 @@ def cmd_run(args) -> int:
     try:                                  # the runs are stored: a publishing problem only warns
         whole = _select(args)             # every stored run of the suite, not only --solver/--problem
         _produce(args, whole, ("publish", "plot", "report"))
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted while publishing: the runs are stored; python -m bench publish/plot/report "
+                  f"--suite {args.suite} redoes it", markup=False, soft_wrap=True)
+        return 130
     except Exception as exc:  # noqa: BLE001
         err.print(f"warning: publishing failed ({type(exc).__name__}: {exc}); the runs are stored, "
                   f"retry with python -m bench publish/plot/report --suite {args.suite}",
