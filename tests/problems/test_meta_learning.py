@@ -127,10 +127,10 @@ def test_test_time_head_fit_reaches_the_regularized_minimizer():
     prob = ml.MetaFewShot(ml.FewShotParams(**{**FEW, "test_steps": 400}), dtype=D64)
     phi = prob.features(prob.x0, prob.test_pool.sx)
     w = prob.fit_heads(phi, prob.test_pool.st)
-    for i in range(3):                 # independent: L-BFGS to tight tolerance on the same objective
+    for i in range(2):                 # independent: L-BFGS to tight tolerance on the same objective
         a, t = phi[i], prob.test_pool.st[i]
         ref = torch.zeros(prob.n_feat, 3, dtype=D64, requires_grad=True)
-        opt = torch.optim.LBFGS([ref], max_iter=500, tolerance_grad=1e-13, tolerance_change=0,
+        opt = torch.optim.LBFGS([ref], max_iter=200, tolerance_grad=1e-12, tolerance_change=0,
                                 line_search_fn="strong_wolfe")
 
         def obj():
@@ -222,9 +222,11 @@ def test_bad_data_dir_is_rejected_naming_it(bad, tmp_path, omniglot):
 
 
 def test_a_reference_solver_lowers_the_outer_loss_on_sinusoids():
-    trace = bench.run("meta-sinusoid", "aid-cg", problem_params={"n_tasks": 10, "hidden": 20},
-                      solver_params={"inner_lr": 1.0, "outer_lr": 0.05}, budget={"iters": 15})
+    trace = bench.run("meta-sinusoid", "aid-cg",
+                      problem_params={"n_tasks": 8, "hidden": 10, "n_test_tasks": 20, "ridge": 1.0},
+                      solver_params={"inner_lr": 0.2, "outer_lr": 0.1, "inner_steps": 5, "cg_steps": 5},
+                      budget={"iters": 10})
     assert trace.attrs["status"] == "finished"
     first, last = trace.iloc[0], trace.iloc[-1]
     assert last["value"] < 0.8 * first["value"]             # Phi = mean query loss at the exact heads
-    assert last["test_loss"] < first["test_loss"]
+    assert last["test_loss"] < first["test_loss"] and last["grad_norm_sq"] < first["grad_norm_sq"]
