@@ -157,9 +157,13 @@ def convergence(data: pub.Data, problem: str, palette) -> Figure:
     return fig
 
 
+def _reports(data: pub.Data, problem: str, column: str) -> bool:
+    tab = data.tables
+    return column in tab.columns and bool(tab.loc[tab.problem == problem, column].notna().any())
+
+
 def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
-    tab = data.tables[data.tables.problem == problem]
-    if "grad_norm_sq" not in tab.columns or not tab.grad_norm_sq.notna().any():
+    if not _reports(data, problem, "grad_norm_sq"):
         return None
     fig = _figure(2, 1, w=10.0, h=3.6, legend=0.1)
     fig.subplots_adjust(right=0.6)                          # legends (slopes) to the right of the axes
@@ -215,8 +219,7 @@ def bars(board, problem: str, palette) -> Figure:
 
 
 def hypergrad(data: pub.Data, problem: str, palette) -> Optional[Figure]:
-    tab = data.tables[data.tables.problem == problem]
-    if "hypergrad_rel_err" not in tab.columns or not tab.hypergrad_rel_err.notna().any():
+    if not _reports(data, problem, "hypergrad_rel_err"):
         return None
     fig = _figure(1, 1, w=6.5, h=4.0, legend=0.1)
     ax = fig.subplots()
