@@ -3,6 +3,7 @@ IQRs and targets computed here, independently, from the raw stored tables; the p
 profile and the complexity slope on hand-made cases; bad input (exit 2, nothing written)."""
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -32,11 +33,33 @@ def iqr(values) -> float:
     return q3 - q1
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The suite run once for the module (serial executor: the toys registered here suffice)."""
+    import toys
+    from bench.registry import load_solvers
+    load_solvers()
+    toys.install()
+    try:
+        folder = tmp_path_factory.mktemp("built")
+
+        def write_suite(text, name):
+            (folder / name).write_text(text)
+            return str(folder / name)
+        yield pubsuite.build(main, folder, write_suite)
+    finally:
+        toys.uninstall()
+
+
 @pytest.fixture
-def stored(toys, tmp_path, write_suite, capsys):
-    suite, res, plots = pubsuite.build(main, tmp_path, write_suite)
+def stored(built, toys, tmp_path, capsys):
+    """A private copy of the built suite's results and figures: (suite path, results, plots)."""
+    suite, res, plots = built
+    copies = [str(tmp_path / "res"), str(tmp_path / "figs")]
+    shutil.copytree(res, copies[0])
+    shutil.copytree(plots, copies[1])
     capsys.readouterr()
-    return suite, res, plots
+    return suite, *copies
 
 
 def test_run_publishes_leaderboard_matching_raw_tables(stored):
