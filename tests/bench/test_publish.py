@@ -225,3 +225,11 @@ def test_publish_failure_at_end_of_run_keeps_runs(toys, tmp_path, write_suite, c
     assert len(warning) == 1 and "boom" in warning[0]
     assert len(list((Path(res) / "raw").iterdir())) == 12
     assert not (Path(res) / "pub" / "leaderboard.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["publish", "plot", "report"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert exc.value.code == 0 and "--suite" in text and "--results-dir" in text and "stored" in text
