@@ -45,16 +45,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from problems import _nets
-from problems.base import (
-    Index,
-    Problem,
-    check,
-    is_int,
-    is_real,
-    pointwise,
-    register,
-    take,
-)
+from problems.base import Index, Problem, check, is_int, is_real, pointwise, register, take
 
 MODELS = ("linear", "mlp")
 N_CLASSES = 10
