@@ -159,16 +159,17 @@ def listing(root: str, dataset: str) -> dict[str, list[list[str]]]:
 
 @functools.cache
 def image(path: str, size: int, mode: str) -> torch.Tensor:
-    """One image as a float64 (channels, size, size) tensor in [0, 1] (cached per process)."""
+    """One image as a uint8 (channels, size, size) tensor (cached per process, 1 byte a pixel)."""
     import numpy as np
     from PIL import Image
     with Image.open(path) as im:
-        a = np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.float64) / 255
-    t = torch.as_tensor(a)
+        t = torch.as_tensor(np.array(im.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.uint8))
     return t.unsqueeze(0) if mode == "L" else t.permute(2, 0, 1)
 
 
 def normalize(dataset: str, imgs: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float64 model inputs (module docstring)."""
+    imgs = imgs.to(torch.float64) / 255
     if dataset == "omniglot":
         return 1 - imgs                                    # strokes 1, background 0
     mean, std = (torch.tensor(v, dtype=imgs.dtype).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))

@@ -202,8 +202,11 @@ def test_images_are_read_resized_and_normalized(omniglot, miniimagenet):
                        dtype=D64).unsqueeze(0) / 255
     close(ml.normalize("omniglot", ml.image(path, 28, "L")), 1 - raw)
     folder = os.path.join(miniimagenet, "train/n00")
-    img = ml.image(os.path.join(folder, sorted(os.listdir(folder))[0]), 84, "RGB")
-    assert img.shape == (3, 84, 84) and 0 <= float(img.min()) and float(img.max()) <= 1
+    path = os.path.join(folder, sorted(os.listdir(folder))[0])
+    raw = torch.tensor(np.asarray(Image.open(path).convert("RGB").resize((84, 84), Image.BILINEAR)),
+                       dtype=D64).permute(2, 0, 1) / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406], dtype=D64), torch.tensor([0.229, 0.224, 0.225], dtype=D64)
+    close(ml.normalize("miniimagenet", ml.image(path, 84, "RGB")), (raw - mean[:, None, None]) / std[:, None, None])
 
 
 @pytest.mark.parametrize("bad", ["missing", "file", "layout", "few"])
