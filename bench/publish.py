@@ -325,6 +325,8 @@ def complexity(data: Data, problem: str, axis: str = "samples", eps=None) -> pd.
                        float(np.nanmin(np.where(np.isfinite(vals), vals, np.nan))))
     eps = np.asarray(eps, float)
     rows = []
+    if eps.size == 0:                                       # no decade between start and best
+        return pd.DataFrame(rows, columns=["solver", "eps", axis])
     for solver, g in tab.groupby("solver", sort=False):
         hits = np.array([first_reach(g.grad_norm_sq.to_numpy(float)[sl], g[col].to_numpy(float)[sl], eps)
                          for sl in spans(g).values()]).reshape(-1, eps.size)

@@ -233,3 +233,11 @@ def test_help(command, capsys):
         main([command, "--help"])
     text = capsys.readouterr().out
     assert exc.value.code == 0 and "--suite" in text and "--results-dir" in text and "stored" in text
+
+
+def test_no_eps_between_start_and_best_gives_no_points():
+    """A problem on which no solver lowered grad_norm_sq below its start (meta-mnist1d at the cpu
+    budget) has an empty eps grid: no points, no error."""
+    data = pubsuite.synthetic({"s": 1.5}, 10.0 ** (-np.arange(0, 9) / 4))
+    assert pub.complexity(data, "syn", "samples", eps=[]).empty
+    assert pub.eps_grid(1.0, 2.0).size == 0
