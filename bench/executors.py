@@ -40,6 +40,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -154,6 +155,22 @@ def _sigint_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+@contextlib.contextmanager
+def _ctrl_c_flag():
+    """Ctrl-C only sets a flag, which the pool loop turns into a KeyboardInterrupt at a safe point
+    (at most 1 s later). A KeyboardInterrupt raised asynchronously can land in an object finalizer
+    or an at-fork hook, where Python prints and drops it, and the suite would go on."""
+    hit: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield hit
+        return
+    old = signal.signal(signal.SIGINT, lambda *_: hit.append(1))
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _worker(conn, results_dir: str, warmup: int, threads: int, timeout: Optional[float]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -265,6 +282,11 @@ def run_pool(specs: list[RunSpec], store: Store, *, jobs: int = 2, warmup: int =
              threads: int = 1, timeout: Optional[float] = None,
              on_done: Optional[Callable[[Outcome], None]] = None,
              on_tick: Optional[Callable[[], None]] = None) -> list[Outcome]:
+    with _ctrl_c_flag() as interrupted:
+        return _pool(specs, store, jobs, warmup, threads, timeout, on_done, on_tick, interrupted)
+
+
+def _pool(specs, store, jobs, warmup, threads, timeout, on_done, on_tick, interrupted) -> list[Outcome]:
     method = start_method(specs, threads)
     ctx = mp.get_context(method)
     if method == "fork":
@@ -280,6 +302,8 @@ def run_pool(specs: list[RunSpec], store: Store, *, jobs: int = 2, warmup: int =
 
     try:
         while True:
+            if interrupted:
+                raise KeyboardInterrupt
             slots = [s for s in slots if s.proc.is_alive() or s.spec is not None]
             while sum(s.spec is not None for s in slots) < jobs and (spec := book.take()):
                 slot = next((s for s in slots if s.spec is None), None)
