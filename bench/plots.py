@@ -113,7 +113,8 @@ def _nanquantiles(vals: np.ndarray, qs) -> list[np.ndarray]:
         lo = np.floor(pos).astype(int)
         hi = np.minimum(lo + 1, count - 1)
         a, b = ordered[lo, cols], ordered[hi, cols]
-        out.append(a + (pos - lo) * np.where(hi > lo, b - a, 0.0))
+        with np.errstate(invalid="ignore"):                 # inf - inf where a seed diverged
+            out.append(a + (pos - lo) * np.where(hi > lo, b - a, 0.0))
     return out
 
 
@@ -189,7 +190,8 @@ def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         _style(ax, "1/eps  (first grad_norm_sq <= eps)", f"{AXIS_LABELS[axis]} to reach eps (median over seeds)")
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle(f"{data.suite} / {problem}: complexity; slopes fitted past the first decade below "
                  "the start", fontsize=10)
     return fig
