@@ -217,9 +217,9 @@ def _produce(args, suite, what: tuple[str, ...]) -> None:
     summ = pub.summary(board)
     wrote = []
     if "publish" in what:
-        pub.write_csv(board, results / "leaderboard.csv")
-        pub.write_csv(summ, results / "summary.csv")
-        wrote += [str(results / "leaderboard.csv"), str(results / "summary.csv")]
+        for name, frame in (("leaderboard", board), ("summary", summ), ("environment", pub.environment(data.runs))):
+            pub.write_csv(frame, results / f"{name}.csv")
+            wrote.append(str(results / f"{name}.csv"))
     if "plot" in what or "report" in what:
         pngs = plots.draw(data, board, figures_dir if "plot" in what else None)
         if "plot" in what:

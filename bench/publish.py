@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -367,17 +368,27 @@ def check_output(*folders: Path) -> None:
             raise InputError(f"output folder {folder}: {p} is not writable")
 
 
+def environment(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each environment field of the runs with a result, with its distinct values and counts."""
+    rows = []
+    stored = runs[runs.status.notna()]
+    for name in (*ENV_FIELDS, "device"):
+        counts = Counter(str(v) for v in stored[name] if v is not None and v == v)
+        if name == "versions":
+            counts = Counter(", ".join(f"{k} {v}" for k, v in sorted(json.loads(text).items()))
+                             for text, n in counts.items() for _ in range(n))
+        for value, n in counts.most_common():
+            rows.append({"field": name, "value": value, "runs": n})
+    started = [v for v in stored.started if isinstance(v, str)]
+    ended = [v for v in stored.ended if isinstance(v, str)]
+    if started and ended:
+        rows.append({"field": "runs between", "value": f"{min(started)} and {max(ended)}",
+                     "runs": len(started)})
+    return pd.DataFrame(rows, columns=["field", "value", "runs"])
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
-
-
-def publish(data: Data, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write <folder>/leaderboard.csv and summary.csv; return both frames."""
-    board = leaderboard(data)
-    summ = summary(board)
-    write_csv(board, Path(folder) / "leaderboard.csv")
-    write_csv(summ, Path(folder) / "summary.csv")
-    return board, summ

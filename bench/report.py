@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
 import math
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -70,23 +68,6 @@ def table(frame: pd.DataFrame, cls: str = "sortable") -> str:
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def environment(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each environment field of the runs with a result, with its distinct values and counts."""
-    rows = []
-    stored = runs[runs.status.notna()]
-    for field in (*pub.ENV_FIELDS, "device"):
-        counts = Counter(str(v) for v in stored[field] if v is not None and v == v)
-        if field == "versions":
-            counts = Counter(", ".join(f"{k} {v}" for k, v in sorted(json.loads(text).items()))
-                             for text, n in counts.items() for _ in range(n))
-        for value, n in counts.most_common():
-            rows.append({"field": field, "value": value, "runs": n})
-    started = [v for v in stored.started if isinstance(v, str)]
-    ended = [v for v in stored.ended if isinstance(v, str)]
-    if started and ended:
-        rows.append({"field": "runs between", "value": f"{min(started)} and {max(ended)}",
-                     "runs": len(started)})
-    return pd.DataFrame(rows, columns=["field", "value", "runs"])
 
 
 def _img(name: str, png: bytes) -> str:
@@ -123,7 +104,7 @@ def render(data: pub.Data, board: pd.DataFrame, summ: pd.DataFrame, figures: dic
             name = f"{kind}-{slug(problem)}"
             if name in figures:
                 parts.append(_img(name, figures[name]))
-    parts += ["<h2>Environment</h2>", table(environment(data.runs))]
+    parts += ["<h2>Environment</h2>", table(pub.environment(data.runs))]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>bilevel-bench: {html.escape(data.suite)}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(parts)}<script>{SCRIPT}</script></body></html>\n")

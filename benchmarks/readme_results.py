@@ -1,0 +1,84 @@
+"""The README's published-results block, generated from the committed results/all CSVs.
+
+    python benchmarks/readme_results.py            # rewrite the block between the markers
+    python benchmarks/readme_results.py --check    # exit 1 when the README's block is stale
+
+Inputs (all written by ``python -m bench run --suite all`` / ``bench publish --suite all``):
+results/all/summary.csv (one row per solver), results/all/leaderboard.csv (one row per problem
+and solver) and results/all/environment.csv (the runs' git commit and versions). Nothing in the
+block is typed by hand; tests/test_readme_results.py fails when the README and the CSVs disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+FIGURE = "plots/all/complexity-nonconvex-quad-20.png"
+
+
+def _num(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
+
+
+def render(folder: Path = ROOT / "results" / "all") -> str:
+    summary = pd.read_csv(folder / "summary.csv")
+    board = pd.read_csv(folder / "leaderboard.csv")
+    env = pd.read_csv(folder / "environment.csv")
+    commits = ", ".join(env.loc[env.field == "git_commit", "value"].astype(str))
+    versions = " ".join(env.loc[env.field == "versions", "value"].astype(str)).replace(",", "").split()
+    torch_v = versions[versions.index("torch") + 1] if "torch" in versions else "?"
+    n_runs = int(summary.seeds_run.sum())
+    lines = [f"Made by `python -m bench run --suite all` ({n_runs} runs, {board.problem.nunique()} problems, "
+             f"{summary.solver.nunique()} solvers, 3 seeds) at commit {commits}, torch {torch_v}, on the "
+             "2-core CPU reference machine; `python benchmarks/readme_results.py` wrote this block from "
+             "`results/all/*.csv`.", "",
+             "Across problems (target 50: halfway, in decades, from the start value to the best value any "
+             "solver reached; score: mean over problems of best time / own time to the target, 0 when not "
+             "reached; profile: share of problems solved within 2x the fastest solver's time):", "",
+             "| solver | seeds finished / diverged | problems reaching target 50 | time-to-target score | "
+             "profile, tau = 2 |", "|---|---|---|---|---|"]
+    for r in summary.sort_values("score_target50", ascending=False).itertuples():
+        lines.append(f"| {r.solver} | {r.seeds_finished} / {r.seeds_diverged} | {r.solved_target50} of "
+                     f"{r.problems} | {_num(r.score_target50)} | {_num(r.profile_target50_tau2)} |")
+    lines += ["", "Best median final main metric per problem (lower is better):", "",
+              "| problem | main metric | start | best solver | its median final value |", "|---|---|---|---|---|"]
+    for problem, g in board.groupby("problem", sort=False):
+        metric = g.main_metric.iloc[0]
+        col = f"final_{metric}_median"
+        best = g.loc[g[col].idxmin()] if g[col].notna().any() else None
+        lines.append(f"| {problem} | {metric} | {_num(g.start.iloc[0])} | "
+                     f"{best.solver if best is not None else '-'} | {_num(best[col] if best is not None else None)} |")
+    lines += ["", f"![complexity on nonconvex-quad-20]({FIGURE})"]
+    return "\n".join(lines)
+
+
+def block(readme: str) -> str:
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md has no {START} ... {END} block")
+    return readme.split(START, 1)[1].split(END, 1)[0].strip("\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if the README block is stale")
+    args = ap.parse_args(argv)
+    path = ROOT / "README.md"
+    readme, new = path.read_text(), render()
+    if args.check:
+        stale = block(readme) != new
+        print("README results block is stale: run python benchmarks/readme_results.py" if stale else "up to date")
+        return int(stale)
+    block(readme)                                            # the markers exist
+    head, tail = readme.split(START, 1)[0], readme.split(END, 1)[1]
+    path.write_text(f"{head}{START}\n{new}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
