@@ -56,6 +56,7 @@ training pool) and for the sinusoid ``grad_norm_sq`` and ``inner_gap``.
 """
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import os
@@ -212,7 +213,7 @@ def split_episodes(xs: torch.Tensor, n_shot: int) -> Episodes:
 
 
 # ---------------------------------------------------------------------------------- problems
-class Episodic(Problem):
+class Episodic(Problem, metaclass=abc.ABCMeta):
     """Shared part of the T6 problems: backbone features per task, heads, g, f, test metrics.
     Subclasses set ``self.net``, ``self.pool`` / ``self.test_pool`` (Episodes), ``self.n_out``
     and implement ``task_loss`` and ``fit_heads``."""
@@ -246,13 +247,13 @@ class Episodic(Problem):
     def heads(self, y, idx: Index = None):
         return take(y.view(-1, self.n_feat, self.n_out), idx)
 
+    @abc.abstractmethod
     def task_loss(self, out, target):
         """(tasks, n, c) outputs, (tasks, n) targets -> (tasks,) mean losses."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fit_heads(self, phi, target):
         """Heads (tasks, F + 1, c) fitted on (tasks, n, F + 1) features (the documented inner solve)."""
-        raise NotImplementedError
 
     @pointwise
     def g(self, x, y, idx: Index = None):
