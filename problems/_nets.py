@@ -6,6 +6,7 @@
   problem stay plain 1-D tensors (what every solver sees) and batched points are vmapped by
   ``problems.base.pointwise``. Modules must not keep buffers that change in the forward pass
   (use ``BatchNorm(track_running_stats=False)``: batch statistics in every pass).
+* ``build``: construct a module without consuming the global RNG.
 * ``init_flat``: PyTorch's default initialization of Linear / Conv layers (uniform in
   +-1/sqrt(fan_in) for weights and biases; norm layers 1 and 0), drawn from an explicit
   ``torch.Generator`` so that the instance seed fixes it (``torch.nn.init`` uses the global RNG).
@@ -52,6 +53,14 @@ class FlatNet:
 
     def __call__(self, flat: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         return functional_call(self.module, self.views(flat), inputs)
+
+
+def build(factory, *args):
+    """``factory(*args)`` (a module, or a tuple holding one) without touching the global RNG:
+    torch.nn layers draw their own initialization from it, which a problem must not consume
+    (the weights a problem uses come from ``init_flat`` and its instance seed)."""
+    with torch.random.fork_rng(devices=[]):
+        return factory(*args)
 
 
 def init_flat(net: FlatNet, generator: torch.Generator, dtype=torch.float64, device="cpu") -> torch.Tensor:

@@ -112,8 +112,7 @@ class HyperCleaning(Problem):
         noisy, mask = corrupt(self.data["train"].t.cpu(), p.corruption, gen)
         self.noisy_t, self.corrupted = noisy.to(self.device), mask.to(self.device)
         d_in = self.data["train"].x.shape[1]
-        with torch.random.fork_rng(devices=[]):        # nn.Linear's own init draws from the global RNG
-            self.net = _nets.FlatNet(_nets.mlp(d_in, (p.hidden,) if p.model == "mlp" else (), N_CLASSES))
+        self.net = _nets.FlatNet(_nets.build(_nets.mlp, d_in, (p.hidden,) if p.model == "mlp" else (), N_CLASSES))
         self.dim_x, self.dim_y = p.n_train, self.net.dim
         self.n_inner, self.n_outer = p.n_train, p.n_val
         self.x0 = torch.zeros(p.n_train, device=self.device, dtype=self.dtype)

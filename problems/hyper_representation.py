@@ -246,13 +246,12 @@ class DeepHyperRepresentation(RidgeHead, Problem):
         sizes = {"train": params.n_train, "val": params.n_val, "test": params.n_test}
         self.data = _nets.split_classes("mnist1d", sizes, params.instance_seed, self.device, self.dtype)
         length = self.data["train"].x.shape[1]
-        with torch.device("meta"):          # shapes only: no draw from the global RNG
-            if params.backbone == "mlp":
-                hidden = [params.width] * (params.depth - 1)
-                module = nn.Sequential(_nets.mlp(length, hidden, params.width), nn.ReLU())
-                self.n_features = params.width
-            else:
-                module, self.n_features = _nets.conv1d(length, params.width, params.depth)
+        if params.backbone == "mlp":
+            hidden = [params.width] * (params.depth - 1)
+            module = _nets.build(lambda: nn.Sequential(_nets.mlp(length, hidden, params.width), nn.ReLU()))
+            self.n_features = params.width
+        else:
+            module, self.n_features = _nets.build(_nets.conv1d, length, params.width, params.depth)
         self.net = _nets.FlatNet(module)
         gen = torch.Generator().manual_seed(params.instance_seed)
         self.dim_x, self.dim_y = self.net.dim, N_CLASSES * (self.n_features + 1)

@@ -224,12 +224,11 @@ class Episodic(Problem, metaclass=abc.ABCMeta):
 
     def setup(self, build, sample_shape: tuple, gen: torch.Generator) -> None:
         """Backbone ``build()`` (an nn.Module), sizes, x0 = its default init from gen, y0 = 0."""
-        with torch.random.fork_rng(devices=[]):         # nn layers' own init draws from the global RNG
-            module = build()
-            self.net = _nets.FlatNet(module)
-            self.batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
-            with torch.no_grad():
-                self.n_feat = module(torch.zeros(2, *sample_shape)).shape[-1] + 1
+        module = _nets.build(build)
+        self.net = _nets.FlatNet(module)
+        self.batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
+        with torch.no_grad():
+            self.n_feat = module(torch.zeros(2, *sample_shape)).shape[-1] + 1
         t = self.pool.sx.shape[0]
         self.dim_x, self.dim_y = self.net.dim, t * self.n_feat * self.n_out
         self.n_inner = self.n_outer = t
