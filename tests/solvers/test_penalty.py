@@ -97,7 +97,7 @@ def test_schedule_unchanged_when_tolerance_unmet():
 
 
 def test_schedule_advances_when_tolerance_met():
-    """A tolerance met on the first pass: x is not moved, y takes T steps, then gamma <- c gamma,
+    """A tolerance met on the first pass: y takes T steps and x one (the pass runs whole), then gamma <- c gamma,
     eps <- d eps, lam <- d lam, nu <- nu + gamma_new grad_y g(x, y_T) (the authors' order), and
     the next step's step sizes are d times the first ones."""
     prob = make_problem()
@@ -109,13 +109,15 @@ def test_schedule_advances_when_tolerance_met():
     for _ in range(2):
         y = y - hp.inner_lr * grads(x0, y)[1]
     s1 = Penalty().step(s)
-    assert s1.met and s1.passes == 1 and torch.equal(s1.x, x0) and s1.advances == 1
+    assert s1.met and s1.passes == 1 and s1.advances == 1
     torch.testing.assert_close(s1.y, y, rtol=1e-12, atol=1e-12)
+    x1 = x0 - hp.outer_lr * grads(x0, y)[0]                # the pass's x-step is taken
+    torch.testing.assert_close(s1.x, x1, rtol=1e-12, atol=1e-12)
     assert s1.gamma == pytest.approx(1.1 * hp.gamma0) and s1.eps == pytest.approx(hp.eps0 / 1.1)
     assert s1.lam == pytest.approx(hp.lam0 / 1.1)
     torch.testing.assert_close(s1.nu, 1.1 * hp.gamma0 * grads(x0, y)[2], rtol=1e-12, atol=1e-12)
     grads1 = closed_grads(m, s1.nu, s1.gamma, s1.lam)
-    y2 = y - hp.inner_lr / 1.1 * grads1(x0, y)[1]
+    y2 = y - hp.inner_lr / 1.1 * grads1(x1, y)[1]
     one = dataclasses.replace(hp, inner_steps=1)
     s2 = Penalty().step(dataclasses.replace(s1, ctx=s1.ctx._replace(hp=one)))
     torch.testing.assert_close(s2.y, y2, rtol=1e-12, atol=1e-12)
@@ -141,6 +143,28 @@ def test_capped_passes_still_converge():
     assert at[1000] < 0.1 * at[100] and at[1000] < 1e-3 * g0
     assert at[1000] < at[400] < at[200] < at[100]
     assert waited > 500                                   # the cap did bind (most steps)
+
+
+def test_max_passes_only_bundles_passes():
+    """The schedule waits for the tolerance, so the sequence of passes is the same whatever the
+    cap M: after the same number of passes, M = 1 and M = 3 are at the same (x, y, gamma). (With
+    the pre-fix schedule, advancing once per step, M changed the trajectory.)"""
+    prob = make_problem()
+    traj = {}
+    for cap in (1, 3):
+        _, s = start(prob, PenaltyHP(max_passes=cap, eps0=0.3, inner_steps=3))
+        done, seen = 0, {}
+        while done < 60:
+            s = Penalty().step(s)
+            done += s.passes
+            seen[done] = (s.x, s.y, s.gamma, s.advances)
+        traj[cap] = seen
+    common = sorted(set(traj[1]) & set(traj[3]))
+    assert len(common) >= 15
+    assert 0 < traj[1][common[-1]][3] < common[-1]          # some passes met, some did not
+    for n in common:
+        a, b = traj[1][n], traj[3][n]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2:] == b[2:]
 
 
 def test_lam_term_in_y_objective_only():
@@ -186,8 +210,9 @@ def test_adam_option_is_two_adam_states():
 
 
 def test_fixed_gamma_bias_shrinks_as_gamma_grows():
-    """Plain penalty, growth disabled: one step runs the tolerance loop to ||grad P|| <= eps and
-    lands within eps / lambda_min(Hess P) of the closed-form minimizer z_gamma (strong convexity);
+    """Plain penalty, growth disabled: one step runs the tolerance loop to ||grad P|| <= eps, so
+    the tested point (hypergrad_x, y) is within eps / lambda_min(Hess P) of the closed-form
+    minimizer z_gamma (strong convexity), and the pass's last x-step moves x by at most sigma eps;
     the distance of x_gamma to x_opt (the O(1/gamma) bias) decreases over gamma in {1, 10, 100}."""
     prob = make_problem()
     m = prob.mean_matrices()
@@ -203,8 +228,9 @@ def test_fixed_gamma_bias_shrinks_as_gamma_grows():
         _, s = start(prob, hp)
         s = Penalty().step(s)
         assert s.passes < hp.max_passes                      # the loop met its tolerance
-        assert float(torch.cat((s.x, s.y)).sub(z).norm()) <= eps / lam_min
-        err = float((s.x - x_opt).norm())
+        assert float(torch.cat((s.hypergrad_x, s.y)).sub(z).norm()) <= eps / lam_min
+        assert float((s.x - s.hypergrad_x).norm()) <= sigma * eps
+        err = float((s.hypergrad_x - x_opt).norm())
         bias = float((z[:p] - x_opt).norm())
         assert abs(err - bias) <= eps / lam_min
         errors.append(err)
@@ -216,9 +242,9 @@ def test_fixed_gamma_bias_shrinks_as_gamma_grows():
 def test_growing_penalty_reaches_small_error():
     """gamma_k = 10 * 1.1^k, eps_k and steps shrinking 1/1.1 x (the schedule advances at every step:
     the loop meets its tolerance). After K outer
-    steps the last tolerance loop ended within eps_{K-1} / lambda_min of z_{gamma_{K-1}}, so
-    ||x_K - x_opt|| <= ||x_{gamma_{K-1}} - x_opt|| + eps_{K-1} / lambda_min (closed form), and
-    that bound is below 1% of the initial error."""
+    steps the last tolerance loop ended within eps_{K-1} / lambda_min of z_{gamma_{K-1}} and its
+    x-step moved x by at most sigma_{K-1} eps_{K-1}, so ||x_K - x_opt|| <= ||x_{gamma_{K-1}} - x_opt||
+    + eps_{K-1} / lambda_min + sigma_{K-1} eps_{K-1} (closed form), below 1% of the initial error."""
     prob = make_problem()
     m = prob.mean_matrices()
     x_opt, K, gamma0, eps0 = prob.x_opt(), 40, 10.0, 1e-2
@@ -232,7 +258,7 @@ def test_growing_penalty_reaches_small_error():
     gamma_last, eps_last = gamma0 * 1.1 ** (K - 1), eps0 * D ** (K - 1)
     hess, z = penalty_closed_form(m, gamma_last)
     bound = (float((z[:prob.dim_x] - x_opt).norm())
-             + eps_last / float(torch.linalg.eigvalsh(hess)[0]))
+             + eps_last / float(torch.linalg.eigvalsh(hess)[0]) + sigma * D ** (K - 1) * eps_last)
     e0 = float((prob.x0 - x_opt).norm())
     assert bound < 0.01 * e0
     assert float((s.x - x_opt).norm()) <= bound
@@ -252,9 +278,8 @@ def test_oracle_counts_per_pass():
                        "hvp_cross": 2, "g": 0, "f": 0}
     hp = PenaltyHP(eps0=1e6, inner_steps=3, max_passes=5, use_multiplier=True)   # met at once
     o, s = start(prob, hp)
-    x0 = s.x
     s = Penalty().step(s)
-    assert s.passes == 1 and torch.equal(s.x, x0) and o.calls["hvp_cross"] == 1
+    assert s.passes == 1 and s.met and o.calls["hvp_cross"] == 1
     assert o.calls["grad_g"] == 4                          # the nu update reuses grad_y g
 
 
