@@ -10,6 +10,7 @@ its inputs in place, and none builds an autograd graph.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -157,19 +158,33 @@ def require_int(hp, *fields: str) -> None:
 
 
 # ------------------------------------------- stocBiO / MRBO / VRBO Neumann hypergradient
-def sample_neumann_batches(oracles, batch_size: int, n_hessian: int) -> tuple:
-    """Batches (outer, cross, hessian) of one stocBiO-type estimate, all of size batch_size.
+def require_hessian_mu(hp) -> None:
+    """Raise ValueError unless 0 <= hp.hessian_lr * hp.hessian_mu < 1 with hessian_mu >= 0 (the
+    geometric Hessian batch sizes of sample_neumann_batches shrink by 1 - eta mu in (0, 1])."""
+    mu, lr = hp.hessian_mu, hp.hessian_lr
+    if not (mu >= 0 and lr * mu < 1):
+        raise ValueError(f"hessian_mu must be >= 0 with hessian_lr * hessian_mu < 1, got {mu!r}")
+
+
+def sample_neumann_batches(oracles, batch_size: int, n_hessian: int, shrink: float = 0.0) -> tuple:
+    """Batches (outer, cross, hessian) of one stocBiO-type estimate.
 
     outer = D_F for grad_x f and grad_y f (outer sampler); cross = D_G for J v and
-    hessian = (B_1, ..., B_Q), one per Neumann factor (inner sampler), drawn in that order.
+    hessian = (B_1, ..., B_Q), B_j for the j-th Neumann factor applied (inner sampler), drawn in
+    that order. |D_F| = |D_G| = batch_size; |B_j| = ceil(batch_size (1 - shrink)^(j-1)):
+    shrink = 0 gives Q batches of batch_size (uniform), shrink = eta mu the geometric sizes
+    of stocBiO's theorem (see neumann_hypergrad), the largest batch on the factor that every
+    non-identity term contains.
 
     The harness's samplers return disjoint blocks within an epoch (and None, the full data, when
-    batch_size >= n). No oracle call. Keep the result to evaluate ``neumann_hypergrad`` at two
-    points on the same batches (MRBO, VRBO).
+    batch_size >= n); a change of size starts a new epoch, so geometric batches are drawn
+    independently of one another. No oracle call. Keep the result to evaluate
+    ``neumann_hypergrad`` at two points on the same batches (MRBO, VRBO).
     """
     outer = oracles.sample_outer(batch_size)
     cross = oracles.sample_inner(batch_size)
-    return outer, cross, tuple(oracles.sample_inner(batch_size) for _ in range(n_hessian))
+    sizes = [max(1, math.ceil(batch_size * (1 - shrink) ** j * (1 - 1e-12))) for j in range(n_hessian)]
+    return outer, cross, tuple(oracles.sample_inner(b) for b in sizes)
 
 
 def neumann_hypergrad(oracles, x: Tensor, y: Tensor, batches: tuple, lr: float) -> Tensor:
@@ -183,9 +198,17 @@ def neumann_hypergrad(oracles, x: Tensor, y: Tensor, batches: tuple, lr: float) 
     at q = -1 whose empty product is the identity, so Q Hessian batches give Q + 1 terms (the
     truncated Neumann series lr * sum_{q=0}^{Q} (I - lr H)^q in expectation over independent
     batches). The leading lr is kept (the authors' code drops it on all but one term, drops the
-    identity term, and reuses one Hessian batch for all factors). ALGORITHMS.md's formula lacks
-    the identity term; this follows the paper. Factor q uses B_q (the paper multiplies in the
-    reverse order, equal in law for independent batches).
+    identity term, and reuses one Hessian batch for all factors; ALGORITHMS.md's stocBiO section
+    states the Q + 1 terms too). Factor j uses B_j, applied first for j = 1 (the paper's product
+    applies its B_Q first: its B_{Q+1-j} is our B_j; equal in law for independent batches).
+    Hessian batch sizes (sample_neumann_batches): uniform, or geometric |B_j| proportional to
+    (1 - lr mu)^(j-1), the largest on B_1, which every non-identity term contains. Derivation
+    (the theorem's text could not be retrieved here: only the paper's first page is in the
+    stored copies): with lr <= 1/L_g every factor contracts by 1 - lr mu, so B_j's sampling
+    noise multiplies a vector of norm <= (1 - lr mu)^(j-1) ||grad_y f||; minimizing
+    sum_j w_j^2 / |B_j| at a fixed total sum_j |B_j| gives |B_j| proportional to w_j (up to the
+    number of later terms a factor feeds). This is the form we recall from stocBiO's theorem,
+    |B_{Q+1-j}| = B Q (1 - eta mu)^(j-1), unverified against its text; batch_size plays B Q.
     ``batches = (outer, cross, hessian)`` (see sample_neumann_batches; any index the oracles
     take: None, a slice, a LongTensor) is explicit so that the same index sets can be used
     at several points; stacked x, y (leading dim P) share every batch.

@@ -1,8 +1,5 @@
 """VRBO: variance-reduced bilevel optimizer (SARAH/SPIDER-type double loop).
 
-Yang, Ji, Liang, "Provably Faster Algorithms for Bilevel Optimization", NeurIPS 2021,
-Algorithm 2 (VRBO), https://arxiv.org/abs/2106.04692.
-
 (u, w) estimate (grad_y g, h) at an anchor point (x_e, y_e), kept in the state. Per step k:
 
     if k mod q == 0:  u = grad_y g_{S1}(x_k, y_k),  w = h(x_k, y_k; S1),  (x_e, y_e) = (x_k, y_k)
@@ -13,32 +10,59 @@ Algorithm 2 (VRBO), https://arxiv.org/abs/2106.04692.
         (x_e, y_e) = (x_{k+1}, y^t);   y^{t+1} = y^t - alpha u
     y_{k+1} = y^m;  (u, w, x_e, y_e) carry over to step k + 1
 
-So x_e = x_k on the first inner step and x_{k+1} after (the change of x is corrected), y_e = y^{t-1}
-inside the loop, and on the first inner step y_e = y_k after a refresh (no stale y-difference)
-or the last inner point y_{k-1}^{m-1} otherwise (the point the carried (u, w) belong to).
-h is the stocBiO estimate (ops.neumann_hypergrad; identity term included, leading eta kept), with
-D_F, D_G and Q Hessian batches all of the size of S1 or S2.
+So x_e = x_k on the first inner step and x_{k+1} after (the change of x is corrected), y_e =
+y^{t-1} inside the loop, and on the first inner step y_e = y_k after a refresh (no stale
+y-difference). After a carry, the paper's box leaves the first subtracted point ambiguous:
+carry_anchor = "estimate" (default) subtracts at (x_k, y_{k-1}^{m-1}), where the carried (u, w)
+were formed; "iterate" subtracts at (x_k, y_k), as the authors' code does. On n = 1 the first
+reading keeps u, w exact; the second leaves u off by alpha A u_carried (A = Hess_y g) until the
+next refresh. The default is the self-consistent SARAH reading, and the published suites' one.
+h is the stocBiO estimate (ops.neumann_hypergrad: Q + 1 terms with the identity, eta on each),
+D_F, D_G and B_1 of the size of S1 or S2 (|S|), |B_j| = ceil(|S| (1 - eta mu)^(j-1)).
 Symbols -> VrboHP fields: alpha = inner_lr, beta = outer_lr, q = period, m = inner_steps,
-|S1| = large_batch, |S2| = small_batch, eta = hessian_lr, Q = hessian_q.
+|S1| = large_batch, |S2| = small_batch, eta = hessian_lr, Q = hessian_q, mu = hessian_mu (0:
+uniform Hessian batches), first subtracted point after a carry = carry_anchor.
 Cost per step: m x 2 x (grad_g + grad_f + Q hvp + cross) on S2, plus every q steps one
 grad_g + grad_f + Q hvp + cross on S1.
-Defaults: the authors' released MNIST script (JunjieYang97/MRVRBO, mnist_exp.py): |S1| = 1000,
-|S2| = 32 (spider_size), q = 3 (spider_epoch), m = 200 (iterations), alpha = beta = 0.1,
-eta = 0.5, Q = 3. m = 200 inner steps make a step costly: suites set smaller m.
-Deviations from the paper: none intended; the inner-loop indexing (which point the first
-difference of an inner loop is taken from) follows ALGORITHMS.md as written above. Not
-reproduced from public code: evaluating both points of a difference at the new x, and adding
-a stale y-difference once more after a refresh.
+Defaults: the authors' released MNIST script (mnist_exp.py): |S1| = 1000, |S2| = 32
+(spider_size), q = 3 (spider_epoch), m = 200 (iterations), alpha = beta = 0.1, eta = 0.5, Q = 3.
+m = 200 inner steps make a step costly: suites set smaller m.
+
+Paper: Yang, Ji, Liang, "Provably Faster Algorithms for Bilevel Optimization", NeurIPS 2021,
+Algorithm 2 (VRBO), https://arxiv.org/abs/2106.04692.
+
+Official code: https://github.com/JunjieYang97/MRVRBO (read at f182003), mnist_exp.py (vrbo()
+and the --alg VRBO branch of train_model) and stocBiO.py (stocbio).
+
+Deviations from the paper: one batch size for D_F, D_G and S (per S1 / S2); Hessian batches
+uniform unless hessian_mu > 0. The inner-loop indexing follows ALGORITHMS.md as above; the
+box's ambiguity after a carry is resolved by carry_anchor. Not reproduced from public code:
+both points of a difference at the new x, a stale y-difference added once more after a refresh.
+
+Deviations from the official code: (1) its first difference subtracts at the current y_k, not
+where the carried estimates were formed (carry_anchor = "iterate"). (2) It takes m + 1
+differences and y-moves per outer step (one before its loop of m). (3) Its loop runs at the
+not-yet-updated x and x steps afterwards with the final estimate. (4) x, one weight per training
+sample, is updated one block of spider_size entries per step; the two x's of its first difference
+are different blocks (hparams, hparams_old), and after a refresh it carries the first spider_size
+entries of the large-batch hypergradient (another block's). (5) Its stocBiO estimate drops the
+identity term, puts eta on the last term only and uses one Hessian batch. carry_anchor =
+"iterate" reproduces (1); we reproduce none of the others.
+
+Pinned by: solvers/test_vrbo.py::test_carried_step_subtracts_the_carried_estimates_point,
+solvers/test_vrbo.py::test_full_batch_estimates_track_exact_values_through_refresh_and_carry,
+solvers/test_vrbo.py::test_differences_use_same_batches_and_the_right_points,
+solvers/test_vrbo.py::test_hessian_batch_sizes_uniform_and_geometric
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, register, require_choice, require_nonnegative, require_positive
 
 
 @dataclass(frozen=True)
@@ -51,12 +75,16 @@ class VrboHP:
     small_batch: int = 32     # |S2|, inner-loop batch size
     hessian_lr: float = 0.5   # eta, Neumann-series step
     hessian_q: int = 3        # Q, Hessian minibatches per estimate
+    hessian_mu: float = 0.0   # mu, |B_j| = ceil(|S| (1 - eta mu)^(j-1)) (0: uniform)
+    carry_anchor: Literal["estimate", "iterate"] = "estimate"  # first point subtracted after a carry
 
     def __post_init__(self):
         ops.require_int(self, "period", "inner_steps", "large_batch", "small_batch", "hessian_q")
         require_positive(self, "inner_lr", "outer_lr", "period", "inner_steps", "large_batch",
                          "small_batch", "hessian_lr")
         require_nonnegative(self, "hessian_q")
+        ops.require_hessian_mu(self)
+        require_choice(self, "carry_anchor", ("estimate", "iterate"))
 
 
 @dataclass(frozen=True)
@@ -90,18 +118,21 @@ class Vrbo:
     def step(self, s: VrboState) -> VrboState:
         o, hp, _ = s.ctx
         x, u, w, x_e, y_e = s.x, s.u, s.w, s.x_e, s.y_e
+        shrink = hp.hessian_lr * hp.hessian_mu                             # geometric |B_j|
         if s.k % hp.period == 0:                                           # Alg.2 S1 refresh
             i = o.sample_inner(hp.large_batch)
-            batches = ops.sample_neumann_batches(o, hp.large_batch, hp.hessian_q)
+            batches = ops.sample_neumann_batches(o, hp.large_batch, hp.hessian_q, shrink)
             u = o.grad_g(x, s.y, i)
             w = ops.neumann_hypergrad(o, x, s.y, batches, hp.hessian_lr)
             x_e, y_e = x, s.y
+        elif hp.carry_anchor == "iterate":                                 # authors' code: y_k
+            y_e = s.y
         h = w                                                              # the step's hypergradient
         x_new = x - hp.outer_lr * h                                        # Alg.2 outer step
         y = s.y
         for _ in range(hp.inner_steps):
             i = o.sample_inner(hp.small_batch)                             # Alg.2 S2, both points
-            batches = ops.sample_neumann_batches(o, hp.small_batch, hp.hessian_q)
+            batches = ops.sample_neumann_batches(o, hp.small_batch, hp.hessian_q, shrink)
             xs, ys = torch.stack((x_new, x_e)), torch.stack((y, y_e))
             gy = o.grad_g(xs, ys, i)
             hs = ops.neumann_hypergrad(o, xs, ys, batches, hp.hessian_lr)

@@ -10,12 +10,14 @@ Plain functions and classes, imported by the tests/solvers/test_*.py modules
 * closed forms from the mean matrices: ``grad_phi``, ``exact_grad``, ``neumann_target``,
   ``level_hypergrad`` (one level q of the randomized Neumann estimator), and ``replay`` (a copy
   of a generator, to replay the levels a solver draws);
-* oracle spies: ``LoggingOracles`` (the hook all spies share), ``SpyOracles`` (kind, index set
-  and evaluated points of every call) and ``IidOracles`` (minibatches i.i.d. with replacement).
+* oracle spies: ``LoggingOracles`` (the hook all spies share), ``SpyOracles`` (kind, index set,
+  evaluated points and sample count of every call; ``sample_counts``) and ``IidOracles``
+  (minibatches i.i.d. with replacement).
 """
 import torch
 
 from bench.oracles import Oracles, make_generators
+from problems.base import batch_size_of
 from problems.quadratic import Quadratic, QuadraticParams
 
 D64 = torch.float64
@@ -116,9 +118,14 @@ class LoggingOracles(Oracles):
 class SpyOracles(LoggingOracles):
     """Records (kind, index set, evaluated points) of every grad_g / grad_f / hvp / cross call:
     the index set as None, (start, stop) for a slice or a tuple of indices, the points as the
-    tuples (x, y) concatenated (one per stacked point)."""
+    tuples (x, y) concatenated (one per stacked point). ``counts`` gets (kind, samples of the
+    index set) per call, in order (``sample_counts`` reads it; clearing ``seen`` keeps it)."""
 
     logged = ("grad_g", "grad_f", "hvp", "cross")
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.counts = []
 
     def _log(self, kind, x, y, idx, wrt):
         key = (None if idx is None else (idx.start, idx.stop) if isinstance(idx, slice)
@@ -126,6 +133,12 @@ class SpyOracles(LoggingOracles):
         xs, ys = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
         pts = [tuple(torch.cat((a, b)).tolist()) for a, b in zip(xs, ys)]
         self.seen.append((kind, key, pts))
+        self.counts.append((kind, batch_size_of(idx, self.n_outer if kind == "grad_f" else self.n_inner)))
+
+
+def sample_counts(spy, kind):
+    """Samples of every ``kind`` call a SpyOracles saw, in call order (a stacked call is one)."""
+    return [n for k, n in spy.counts if k == kind]
 
 
 class IidOracles(Oracles):

@@ -9,9 +9,9 @@ from bench.oracles import Oracles
 from bench.runner import execute
 from bench.spec import make_spec
 from solvers import ops
-from solvers.mrbo import Mrbo, MrboHP
+from solvers.mrbo import Mrbo, MrboHP, step_size
 
-from quadhelpers import D64, SpyOracles, grad_phi, make_problem, neumann_target, starter
+from quadhelpers import D64, SpyOracles, grad_phi, make_problem, neumann_target, sample_counts, starter
 
 start = starter(Mrbo)
 
@@ -117,7 +117,7 @@ def test_converges_on_stochastic_quadratic():
 @pytest.mark.parametrize("field,value", [("inner_lr", 0.0), ("outer_lr", -1.0), ("schedule_t", 0.0),
                                          ("schedule_m", 0.0), ("c1", -0.1), ("c2", -1.0),
                                          ("hessian_lr", 0.0), ("hessian_q", -1), ("batch_size", 0),
-                                         ("batch_size", 8.0)])
+                                         ("batch_size", 8.0), ("hessian_mu", -1.0), ("hessian_mu", 2.0)])
 def test_hp_validation(field, value):
     with pytest.raises(ValueError, match=field):
         MrboHP(**{field: value})
@@ -127,3 +127,69 @@ def test_registered():
     from bench.registry import resolve_solver
     assert resolve_solver("mrbo") == ("mrbo", Mrbo)
     assert Mrbo.stochastic is True and Mrbo.needs_second_order is True
+
+
+def test_default_schedule_decays_from_the_scripts_first_step():
+    """Published defaults, n = 1 (full batch): the first step is the authors' script's eta = 1
+    with momentum weight 0.9, then eta_k = (0.1 / (0.1 + k))^{1/3} decays and y moves once per
+    step by lambda eta_k u_k. The script's reading (eta = 1 at every step, y moved twice with
+    the same u_k) gives other iterates on this instance."""
+    prob = make_problem(p=3, d=2)
+    m = prob.mean_matrices()
+    hp = MrboHP()
+    assert step_size(hp, 0) == pytest.approx(1.0) and min(1.0, hp.c1 * step_size(hp, 0) ** 2) == pytest.approx(0.9)
+    _, s = start(prob, hp)
+    for k in range(3):
+        x, y = s.x, s.y
+        u = m["A"] @ y + m["C"].T @ x + m["a"]             # exact: the STORM correction cancels
+        eta = (0.1 / (0.1 + k)) ** (1 / 3)
+        s = Mrbo().step(s)
+        torch.testing.assert_close(s.y, y - 0.1 * eta * u, rtol=1e-12, atol=1e-12)
+        if k > 0:                                           # constant eta = 1, or two y moves
+            for wrong in (y - 0.1 * u, y - 2 * 0.1 * eta * u):
+                assert (s.y - wrong).abs().max() > 1e-3
+
+
+def test_theory_preset_satisfies_the_schedule_conditions():
+    """MrboHP.theory(): m >= max(2, t^3, (c1 t)^3, (c2 t)^3) and c1, c2 >= 2 / (3 t^3), checked
+    here from the formulas, and their consequences on the first 10^4 steps: eta_k <= 1, the
+    momentum weights c eta_k^2 <= eta_k (no cap binds), 1/eta_k - 1/eta_{k-1} <= 2/(3t^3) eta_k.
+    The published defaults fail them (the reason for the preset); the preset round-trips through
+    the suite parser; it decreases ||grad Phi||^2 on the stochastic quadratic."""
+    from bench.params import as_dict, build
+    for hp in (MrboHP.theory(), MrboHP.theory(t=2.0), MrboHP.theory(t=0.5, c1=9.0, c2=6.0),
+               MrboHP.theory(t=0.5, c1=6.0, c2=9.0)):
+        t, mm, c1, c2 = hp.schedule_t, hp.schedule_m, hp.c1, hp.c2
+        assert mm >= max(2, t ** 3, (c1 * t) ** 3, (c2 * t) ** 3) and min(c1, c2) >= 2 / (3 * t ** 3)
+        eta = [t / (mm + k) ** (1 / 3) for k in range(10_000)]
+        assert max(eta) <= 1 and all(max(c1, c2) * e * e <= e for e in eta)
+        assert all(1 / b - 1 / a <= 2 / (3 * t ** 3) * b for a, b in zip(eta, eta[1:]))
+        assert step_size(hp, 5) == pytest.approx(eta[5], rel=1e-14)
+        assert build(MrboHP, as_dict(hp), "suite") == hp
+    assert (MrboHP.theory().schedule_t, MrboHP.theory().schedule_m, MrboHP.theory().c1) == (1.0, 2.0, 1.0)
+    assert MrboHP.theory(t=2.0).schedule_m == 8.0 and MrboHP.theory(inner_lr=0.3).inner_lr == 0.3
+    d = MrboHP()
+    assert d.schedule_m < 2 and d.c1 < 2 / (3 * d.schedule_t ** 3)
+    with pytest.raises(ValueError, match="c1 and c2"):
+        MrboHP.theory(c1=0.5)                               # < 2/3 at t = 1
+    prob = make_problem(n=128, noise=0.3)
+    mats = prob.mean_matrices()
+    _, s = start(prob, MrboHP.theory(inner_lr=1.0, outer_lr=0.5, hessian_q=60, batch_size=32))
+    g0 = float(grad_phi(mats, s.x).square().sum())
+    for _ in range(300):
+        s = Mrbo().step(s)
+    # As in test_converges_on_stochastic_quadratic (there m = 1, here m = 2): the mean-field
+    # contraction is about 2e-3 in squared norm; we require a 100x drop.
+    assert float(grad_phi(mats, s.x).square().sum()) < g0 / 100
+
+
+def test_hessian_batch_sizes_uniform_and_geometric():
+    """Spied hvp sample counts: uniform (hessian_mu = 0) or ceil(64 (1 - eta' mu)^(j-1)) =
+    64, 48, 36, 27 (eta' mu = 0.25), at k = 0 and in the stacked two-point calls of k = 1."""
+    prob = make_problem(p=3, d=3, n=256)
+    for mu, want in ((0.0, [64] * 4), (0.5, [64, 48, 36, 27])):
+        o, s = start(prob, MrboHP(hessian_lr=0.5, hessian_q=4, batch_size=64, hessian_mu=mu),
+                     oracles_cls=SpyOracles)
+        Mrbo().step(Mrbo().step(s))
+        assert sample_counts(o, "hvp") == want * 2
+        assert [len(pts) for kind, _, pts in o.seen if kind == "hvp"] == [1] * 4 + [2] * 4

@@ -10,7 +10,7 @@ from bench.oracles import Oracles, make_generators
 from solvers import ops
 from solvers.stocbio import StocBiO, StocBiOHP
 
-from quadhelpers import D64, grad_phi, make_problem
+from quadhelpers import D64, SpyOracles, grad_phi, make_problem, sample_counts
 from quadhelpers import make_oracles as oracles_for
 
 
@@ -119,7 +119,8 @@ def test_converges_on_stochastic_quadratic():
 
 @pytest.mark.parametrize("field,value", [("inner_steps", 0), ("inner_steps", 2.0), ("inner_lr", 0.0),
                                          ("outer_lr", -1.0), ("hessian_lr", 0.0), ("hessian_q", -1),
-                                         ("hessian_q", 1.5), ("batch_size", 0)])
+                                         ("hessian_q", 1.5), ("batch_size", 0),
+                                         ("hessian_mu", -0.1), ("hessian_mu", 2.0)])
 def test_hp_validation(field, value):
     with pytest.raises(ValueError, match=field):
         StocBiOHP(**{field: value})
@@ -129,3 +130,45 @@ def test_registered():
     from bench.registry import resolve_solver
     assert resolve_solver("stocbio") == ("stocbio", StocBiO)
     assert StocBiO.stochastic is True and StocBiO.needs_second_order is True
+
+
+def test_scalar_step_has_identity_term_and_leading_eta():
+    """p = d = 1, n = 1: one full-batch stocBiO step by hand. With r = 1 - eta a the paper's
+    v_Q = eta (1 + r + ... + r^Q) f_y = eta (1 - r^(Q+1)) / (1 - r) f_y (Q + 1 terms, identity
+    included, eta on every term). The authors' code's v_Q = eta r^Q f_y + (r + ... + r^Q) f_y,
+    the identity-free sum eta (r + ... + r^Q) f_y and the Q-term sum eta (1 + ... + r^(Q-1)) f_y
+    give different steps on this instance."""
+    prob = make_problem(p=1, d=1, mu_g=0.5, L_g=1.0, cross_scale=1.0)
+    A, C, E, F, G, a, b, c = (float(prob.mean_matrices()[k]) for k in "ACEFGabc")
+    alpha, beta, eta, Q, T = 0.4, 0.3, 0.5, 3, 2
+    hp = StocBiOHP(inner_steps=T, inner_lr=alpha, outer_lr=beta, hessian_lr=eta, hessian_q=Q)
+    gens = make_generators(0)
+    s = StocBiO().init(Oracles(prob, gens["sampling"]), prob.x0, prob.y0, hp, gens["solver"])
+    x, y = float(s.x), float(s.y)
+    y_star = -(C * x + a) / A
+    y = y_star + (1 - alpha * A) ** T * (y - y_star)      # T GD steps on g = A y^2 / 2 + ...
+    fx, fy = G * x + E * y + c, F * y + E * x + b
+    r = 1 - eta * A                                         # 0.75
+    paper = eta * (1 - r ** (Q + 1)) / (1 - r)
+    readings = {"authors' code": eta * r ** Q + sum(r ** q for q in range(1, Q + 1)),
+                "no identity term": eta * sum(r ** q for q in range(1, Q + 1)),
+                "Q terms": eta * (1 - r ** Q) / (1 - r)}
+    s1 = StocBiO().step(s)
+    assert float(s1.hypergrad) == pytest.approx(fx - C * paper * fy, rel=1e-12, abs=1e-12)
+    assert float(s1.x) == pytest.approx(x - beta * (fx - C * paper * fy), rel=1e-12, abs=1e-12)
+    for name, wrong in readings.items():                   # each wrong reading moves x elsewhere
+        assert abs(float(s1.x) - (x - beta * (fx - C * wrong * fy))) > 1e-3, name
+
+
+def test_hessian_batch_sizes_uniform_and_geometric():
+    """One stocBiO step, spied: Q = 4 hvp calls on batch_size samples each (hessian_mu = 0), or
+    on ceil(64 (1 - eta mu)^(j-1)) = 64, 48, 36, 27 with eta mu = 0.25, largest first (the
+    factor every non-identity term contains); D_F, D_G stay at batch_size."""
+    prob = make_problem(p=3, d=3, n=256)
+    for mu, want in ((0.0, [64] * 4), (0.5, [64, 48, 36, 27])):
+        hp = StocBiOHP(inner_steps=1, hessian_lr=0.5, hessian_q=4, batch_size=64, hessian_mu=mu)
+        gens = make_generators(0)
+        o = SpyOracles(prob, gens["sampling"])
+        StocBiO().step(StocBiO().init(o, prob.x0, prob.y0, hp, gens["solver"]))
+        assert sample_counts(o, "hvp") == want
+        assert sample_counts(o, "grad_f") == sample_counts(o, "cross") == [64]

@@ -10,7 +10,7 @@ from bench.runner import execute
 from bench.spec import make_spec
 from solvers.vrbo import Vrbo, VrboHP
 
-from quadhelpers import SpyOracles, grad_phi, make_problem, neumann_target, starter
+from quadhelpers import SpyOracles, grad_phi, make_problem, neumann_target, sample_counts, starter
 
 start = starter(Vrbo)
 
@@ -53,10 +53,12 @@ def pt(x, y):
     return tuple(torch.cat((x, y)).tolist())
 
 
-def test_differences_use_same_batches_and_the_right_points():
+@pytest.mark.parametrize("anchor", ["estimate", "iterate"])
+def test_differences_use_same_batches_and_the_right_points(anchor):
     prob = make_problem(p=4, d=3, n=64)
     period, inner, q_h = 2, 3, 2
-    hp = VrboHP(period=period, inner_steps=inner, large_batch=32, small_batch=8, hessian_q=q_h)
+    hp = VrboHP(period=period, inner_steps=inner, large_batch=32, small_batch=8, hessian_q=q_h,
+                carry_anchor=anchor)
     o, s = start(prob, hp, oracles_cls=SpyOracles)
     for k in range(4):
         o.seen.clear()
@@ -67,8 +69,9 @@ def test_differences_use_same_batches_and_the_right_points():
             assert calls[0][2] == [pt(x_k, y_k)]
             calls = calls[1:]
             first_prev = pt(x_k, y_k)                             # no stale y-difference
-        else:
-            first_prev = pt(x_k, y_e)                             # the carried estimate's point
+        else:                                                     # the carried estimate's point
+            first_prev = pt(x_k, y_e if anchor == "estimate" else y_k)   # or y_k (authors' code)
+            assert pt(x_k, y_e) != pt(x_k, y_k)                   # the two readings differ here
         assert len(calls) == inner
         assert calls[0][2] == [pt(s1.x, y_k), first_prev]         # x_prev = x_k on the first step
         for before, now in itertools.pairwise(calls):                 # then x_{k+1} at both points
@@ -114,7 +117,9 @@ def test_converges_on_stochastic_quadratic():
 
 @pytest.mark.parametrize("field,value", [("inner_lr", 0.0), ("outer_lr", -1.0), ("period", 0),
                                          ("inner_steps", 0), ("inner_steps", 2.0), ("large_batch", 0),
-                                         ("small_batch", -1), ("hessian_lr", 0.0), ("hessian_q", -1)])
+                                         ("small_batch", -1), ("hessian_lr", 0.0), ("hessian_q", -1),
+                                         ("hessian_mu", -1.0), ("hessian_mu", 2.0),
+                                         ("carry_anchor", "x_k")])
 def test_hp_validation(field, value):
     with pytest.raises(ValueError, match=field):
         VrboHP(**{field: value})
@@ -124,3 +129,49 @@ def test_registered():
     from bench.registry import resolve_solver
     assert resolve_solver("vrbo") == ("vrbo", Vrbo)
     assert Vrbo.stochastic is True and Vrbo.needs_second_order is True
+
+
+def test_carried_step_subtracts_the_carried_estimates_point():
+    """n = 1, period 2, one inner step, by hand from the mean matrices. Step 0 (refresh) leaves
+    u = grad_y g(x_1, y_0) and w = h(x_1, y_0), formed at (x_1, y_0), and y_1 = y_0 - alpha u.
+    Step 1 (carry) subtracts at (x_1, y_0) by default: u = grad_y g(x_2, y_1) exactly; with
+    carry_anchor = "iterate" (authors' code) at (x_1, y_1): u gains A (y_0 - y_1) = alpha A u."""
+    prob = make_problem(p=3, d=2)
+    m = prob.mean_matrices()
+    alpha, beta, eta, q_h = 0.5, 0.4, 0.6, 2
+
+    def grad_y(x, y):
+        return m["A"] @ y + m["C"].T @ x + m["a"]
+
+    def h(x, y):
+        return neumann_target(m, x, y, eta, q_h + 1)
+
+    x0, y0 = prob.x0, prob.y0
+    x1 = x0 - beta * h(x0, y0)
+    u0, w0 = grad_y(x1, y0), h(x1, y0)                  # refresh + one exact SARAH difference
+    y1 = y0 - alpha * u0
+    x2 = x1 - beta * w0
+    want = {"estimate": (grad_y(x2, y1), h(x2, y1)),
+            "iterate": (u0 + grad_y(x2, y1) - grad_y(x1, y1), w0 + h(x2, y1) - h(x1, y1))}
+    torch.testing.assert_close(want["iterate"][0], grad_y(x2, y1) + alpha * m["A"] @ u0)
+    assert (alpha * m["A"] @ u0).norm() > 1e-2                  # the readings differ here
+    for anchor, extra in (("estimate", {}), ("iterate", {"carry_anchor": "iterate"})):
+        hp = VrboHP(inner_lr=alpha, outer_lr=beta, period=2, inner_steps=1, large_batch=4,
+                    small_batch=2, hessian_lr=eta, hessian_q=q_h, **extra)   # default: "estimate"
+        _, s = start(prob, hp)
+        s = Vrbo().step(Vrbo().step(s))
+        u, w = want[anchor]
+        for got, exp in ((s.x, x2), (s.u, u), (s.w, w), (s.y, y1 - alpha * u)):
+            torch.testing.assert_close(got, exp, rtol=1e-12, atol=1e-12)
+
+
+def test_hessian_batch_sizes_uniform_and_geometric():
+    """Spied hvp sample counts of a refresh step with 2 inner steps: Q = 4 on |S1| = 64, then
+    4 per inner step on |S2| = 16; geometric (eta mu = 0.25): 64, 48, 36, 27 and 16, 12, 9, 7."""
+    prob = make_problem(p=3, d=3, n=256)
+    for mu, big, small in ((0.0, [64] * 4, [16] * 4), (0.5, [64, 48, 36, 27], [16, 12, 9, 7])):
+        hp = VrboHP(period=2, inner_steps=2, large_batch=64, small_batch=16, hessian_lr=0.5,
+                    hessian_q=4, hessian_mu=mu)
+        o, s = start(prob, hp, oracles_cls=SpyOracles)
+        Vrbo().step(s)
+        assert sample_counts(o, "hvp") == big + small * 2
