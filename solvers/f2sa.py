@@ -1,8 +1,5 @@
 """F2SA: fully first-order stochastic approximation for bilevel optimization (penalty on g - g*).
 
-Kwon, Kwon, Wright, Nowak, "A Fully First-Order Method for Stochastic Bilevel Optimization",
-ICML 2023, Algorithm 1 (F2SA), https://arxiv.org/abs/2301.10945. Stochastic (minibatches).
-
 It follows grad L*_lam(x) for L_lam(x, y) = f(x, y) + lam (g(x, y) - min_z g(x, z)), whose
 gradient grad_x f(x, y*_lam) + lam (grad_x g(x, y*_lam) - grad_x g(x, y*)) is grad Phi(x)
 + O(1/lam). Per outer step k (fresh minibatches for every oracle call):
@@ -13,24 +10,59 @@ gradient grad_x f(x, y*_lam) + lam (grad_x g(x, y*_lam) - grad_x g(x, y*)) is gr
     z_{k+1} = z^T,  y_{k+1} = y^T
     h_k = grad_x f(x_k, y_{k+1}) + lam_k (grad_x g(x_k, y_{k+1}) - grad_x g(x_k, z_{k+1}))
     x_{k+1} = x_k - xi alpha_k h_k
-    alpha_k = alpha_0 / (k+1)^a,  gamma_k = gamma_0 / (k+1)^c,  lam_k = lam_0 (k+1)^(a-c)
+    alpha_k = alpha_0 / (k+1)^a,  gamma_k = gamma_0 / (k+1)^c,  lam_k = r gamma_k / alpha_k
 
-The multiplier grows as lam_k proportional to gamma_k / alpha_k (the coupling of the paper's
-step-size design, lam_{k+1} = lam_k + delta_k), so that alpha_k lam_k, the y-step on the
-lam g part, stays proportional to the z-step gamma_k. Stochastic theorem: a = 5/7, c = 4/7,
-so lam_k ~ k^(1/7) (not the t^(6/7) of a public implementation); a = c gives a constant lam.
+so lam_k alpha_k / gamma_k = r at every k by construction (``schedule``): the y-step on the
+lam g part, alpha_k lam_k = r gamma_k, moves with the z-step, and lam_k = lam_0 (k+1)^(a-c)
+grows like k^(1/7) at the stochastic rates a = 5/7, c = 4/7 (a = c: constant lam).
+The constant is r = lam_0 alpha_0 / gamma_0 (defaults 10 * 0.05 / 0.5 = 1: the y-step on
+lam g equals the z-step). Symbols: alpha is the y step (and, times xi, the x step), gamma the
+z step; lam grows only if alpha decays faster than gamma (a > c), which is how the exponents
+5/7 and 4/7 pair with alpha and gamma.
 Symbols -> F2saHP fields: alpha_0 = inner_lr, gamma_0 = z_lr, lam_0 = lam0, xi = outer_ratio,
-a = inner_decay, c = z_decay, T = inner_steps, minibatch size = batch_size.
+a = inner_decay, c = z_decay, T = inner_steps, minibatch size = batch_size; r = lam_ratio
+(derived, not a field).
 Cost per step: 2T + 2 grad_g (T for z, T for y, 2 for the x-direction) + T + 1 grad_f, each
 on a fresh minibatch of batch_size samples, except that the two grad_x g of h_k share one
 inner minibatch (the sample phi_x of Alg. 1; one stacked call, counted as two).
-Defaults: a = 5/7, c = 4/7 (the paper's stochastic rates). alpha_0, gamma_0, lam_0, xi, T and
+Defaults: a = 5/7, c = 4/7 (the stochastic-noise rates). alpha_0, gamma_0, lam_0, xi, T and
 batch_size are ours (the paper tunes them per task): gamma_0 = 0.5 and alpha_0 lam_0 = 0.5
-keep both inner recursions stable for L_g ~ 1.
-Deviations from the paper: lam_k is tied to gamma_k / alpha_k through (a - c) rather than set
-by a separate sequence delta_k (the exponent a - c = 1/7 is our reading of the theorem's
-step-size design: verify against the paper). y moves with step alpha_k on grad f + lam g,
-not the 1/lam-normalized step of some summaries.
+(r = 1) keep both inner recursions stable for L_g ~ 1.
+
+Paper: Kwon, Kwon, Wright, Nowak, "A Fully First-Order Method for Stochastic Bilevel
+Optimization", ICML 2023 (PMLR 202), Algorithm 1 (F2SA), https://arxiv.org/abs/2301.10945.
+What could be read here: the abstract (rates eps^-7/2, eps^-5/2, eps^-3/2 for noise in both
+levels, in f only, none) and the section deriving the method (grad_x L_lam = grad_x f + lam
+(grad_x g - grad g*), grad_y L_lam = grad_y f + lam grad_y g). The algorithm box, the
+convergence theorem and its corollaries (step-size conditions and constants) were not
+retrievable in this environment; the updates above, the pairing alpha <-> 5/7, gamma <-> 4/7 and lam_k ~
+gamma_k / alpha_k are our reading, consistent with benchopt's code (its commit ec4fb09, "FIX
+step-size schedule", gives y 5/7 and z 4/7) and with lam growing.
+
+Official code: none public (no F2SA repository of the authors was found; the first author's
+GitHub, kwonchungli, has none). Compared instead with benchopt/benchmark_bilevel
+solvers/f2sa.py (JAX, read at 3ad65dc).
+
+Deviations from the paper: lam_k is set in closed form, lam_k = r gamma_k / alpha_k, an
+instance of Alg. 1's lam_{k+1} = lam_k + delta_k with delta_k = lam_{k+1} - lam_k >= 0 (c <= a);
+r is a free constant (the theorem's value, in problem constants, could not be checked).
+Schedules start at (k+1), with no offset k_0 or problem-constant caps. The y-step is alpha_k on
+grad_y L_lam (not the 1/lam-normalized step of ALGORITHMS.md's summary). The
+momentum-assisted variant (the paper's second algorithm) is not implemented.
+
+Deviations from the official code: there (i) lam_{k+1} = lam_k + delta_0 / (k+1)^(1/7), so
+lam_k ~ (7/6) delta_0 k^(6/7) and lam_k alpha_k / gamma_k grows like k^(5/7) (here lam_k ~
+k^(1/7) and the ratio is constant); (ii) the x step is step_size / outer_ratio / (k+1)^(4/7) (gamma's exponent;
+here xi alpha_k, exponent a); (iii) y and z share one constant step_size (here alpha_0, gamma_0);
+(iv) the two grad_x g of h_k use two different inner batches (here one shared batch, phi_x);
+(v) the inner variable it reports is z (here the state's y is y ~ y*_lam, z ~ y*(x));
+(vi) defaults step_size = 0.01, lam_0 = 1, delta_0 = 0.1, T = 10, batch 64.
+
+Pinned by: solvers/test_f2sa.py::test_lambda_tied_to_step_sizes,
+solvers/test_f2sa.py::test_solver_uses_the_schedule,
+solvers/test_f2sa.py::test_one_full_batch_step_matches_closed_form,
+solvers/test_f2sa.py::test_x_direction_bias_is_order_one_over_lam,
+solvers/test_f2sa.py::test_minibatches_and_cost
 """
 from __future__ import annotations
 
@@ -47,7 +79,7 @@ from solvers.base import Context, register, require_nonnegative, require_positiv
 class F2saHP:
     inner_lr: float = 0.05     # alpha_0, step of y (ours)
     z_lr: float = 0.5          # gamma_0, step of z (ours)
-    lam0: float = 10.0         # lam_0, initial multiplier (ours)
+    lam0: float = 10.0         # lam_0 = r gamma_0 / alpha_0, initial multiplier (ours)
     outer_ratio: float = 1.0   # xi, x step = xi alpha_k (ours)
     inner_decay: float = 5 / 7  # a, alpha_k = alpha_0 / (k+1)^a (paper, stochastic)
     z_decay: float = 4 / 7     # c, gamma_k = gamma_0 / (k+1)^c (paper, stochastic); c <= a
@@ -63,6 +95,18 @@ class F2saHP:
             raise ValueError(f"z_decay must be <= inner_decay = {self.inner_decay}, "
                              f"got {self.z_decay!r}")
 
+    @property
+    def lam_ratio(self) -> float:
+        """r = lam_k alpha_k / gamma_k, the same at every k: lam_0 alpha_0 / gamma_0."""
+        return self.lam0 * self.inner_lr / self.z_lr
+
+
+def schedule(hp: F2saHP, k: int) -> tuple[float, float, float]:
+    """(alpha_k, gamma_k, lam_k) at step k = 0, 1, ...: lam_k = r gamma_k / alpha_k. No oracle."""
+    alpha = ops.poly_decay(hp.inner_lr, hp.inner_decay, k)
+    gamma = ops.poly_decay(hp.z_lr, hp.z_decay, k)
+    return alpha, gamma, hp.lam_ratio * gamma / alpha
+
 
 @dataclass(frozen=True)
 class F2saState:
@@ -71,7 +115,7 @@ class F2saState:
     z: torch.Tensor                              # ~ argmin_z g = y*(x)
     k: int
     ctx: Context
-    lam: float = 0.0                             # lam_{k-1} (0 before the first step)
+    lam: float = 0.0                             # lam_{k-1}, used by the last step (0 before)
     hypergrad: Optional[torch.Tensor] = None     # h_{k-1}
     hypergrad_x: Optional[torch.Tensor] = None   # x_{k-1}, where h_{k-1} was formed
 
@@ -91,9 +135,7 @@ class F2sa:
     def step(self, s: F2saState) -> F2saState:
         o, hp, _ = s.ctx
         x, y, z, b = s.x, s.y, s.z, hp.batch_size
-        alpha = ops.poly_decay(hp.inner_lr, hp.inner_decay, s.k)
-        gamma = ops.poly_decay(hp.z_lr, hp.z_decay, s.k)
-        lam = hp.lam0 * (s.k + 1) ** (hp.inner_decay - hp.z_decay)   # Alg.1 lam_k ~ gamma_k/alpha_k
+        alpha, gamma, lam = schedule(hp, s.k)                        # Alg.1 alpha_k, gamma_k, lam_k
         for _ in range(hp.inner_steps):
             z_new = z - gamma * o.grad_g(x, z, o.sample_inner(b))                   # Alg.1 z-step
             d_y = o.grad_f(x, y, o.sample_outer(b))[1] + lam * o.grad_g(x, y, o.sample_inner(b))

@@ -1,8 +1,5 @@
 """FSLA: fully single-loop bilevel method; y, the linear-system variable v and x move together.
 
-Li, Gu, Huang, "A Fully Single Loop Algorithm for Bilevel Optimization without Hessian
-Inverse", AAAI 2022, Algorithm 1 (FSLA), https://arxiv.org/abs/2112.04660.
-
 Per step k, with fresh batches B (y step), B_H, D_v (v step) and D_F, D_G (hypergradient):
 
     y_{k+1} = y_k - beta_k grad_y g_B(x_k, y_k)
@@ -15,16 +12,42 @@ Per step k, with fresh batches B (y step), B_H, D_v (v step) and D_F, D_G (hyper
     rho_k = min(1, momentum / (k+1)^decay)
 
 v tracks H^{-1} grad_y f (one SGD step on 1/2 v^T H v - grad_y f^T v per iteration, warm start).
+The order is sequential: v sees y_{k+1}, nu_k sees (y_{k+1}, v_{k+1}), and the STORM correction
+subtracts nu at the point where the fresh term of d_{k-1} was formed, (x_{k-1}, y_k, v_k).
 Symbols -> FslaHP fields: beta = inner_lr, eta = linsys_lr, alpha = outer_lr, rho = momentum,
 decay = decay, every batch = batch_size.
 Cost per step (k >= 1): 1 grad_g + 3 grad_f + 1 hvp + 2 cross (k = 0: 2 grad_f, 1 cross).
-Defaults: the benchopt bilevel benchmark's FSLA (benchmark_bilevel, solvers/fsla.py): step 0.1
-for y, v and x, momentum weight 0.1, all decaying as (k+1)^{-1/2}; batch 64.
-Deviations from the paper: the step and momentum schedules are the benchmark's (we could not
-check the paper's constants offline); no projection. The previous point of the STORM
-correction is (x_{k-1}, y_k, v_k), starting from x_0, and d_0 is a plain estimate: nothing
-starts at zero except v_0 (the benchmark starts x_{-1} and d_{-1} at zero, which biases the
-first directions for long since rho_k decays like the step size).
+Defaults: the benchopt benchmark's FSLA: step 0.1 for y, v and x, momentum weight 0.1, all
+decaying as (k+1)^{-1/2}; batch 64.
+
+Paper: Li, Gu, Huang, "A Fully Single Loop Algorithm for Bilevel Optimization without Hessian
+Inverse", AAAI 2022, Algorithm 1 (FSLA), https://arxiv.org/abs/2112.04660. What could be read
+here: the abstract and introduction (a new state v carries the hypergradient history, updated
+in the same loop as the alternating y and x updates; rate O(eps^-2)). The algorithm box and the
+theorem's step-size and momentum schedules were not retrievable in this environment: the order
+above is the benchmark's (whose authors implemented the paper) and STORM's self-consistent
+reading, not checked against the box itself.
+
+Official code: none public (no FSLA repository of the authors was found). Compared instead with
+benchopt/benchmark_bilevel solvers/fsla.py (JAX, read at 3ad65dc), whose order is the one above:
+y; v at (x_k, y_{k+1}) from v_k; nu at (x_k, y_{k+1}, v_{k+1}); STORM previous point
+(x_{k-1}, y_k, v_k) on the same D_F, D_G; then x.
+
+Deviations from the paper: the step and momentum schedules (all (k+1)^{-1/2}, constants 0.1)
+are the benchmark's; the paper's could not be checked. No projection. d_0 is a plain estimate
+and the previous point of the first correction is x_0 (STORM's start; not checked in the box).
+
+Deviations from the official code: there (i) the previous point x_{-1} and the direction d_{-1}
+start at zero, so d_0 = nu(x_0, y_1, v_1) - (1 - rho_0) nu(0, y_0, v_0) is biased, and the bias
+decays slowly since rho_k decays like a step size (here d_0 is plain; x_{-1} is never used);
+(ii) v moves with the y step size (one step_size; here linsys_lr, default equal); (iii) the STORM
+weight is that step-size schedule itself, rho_k = step_size / (k+1)^{1/2}, not capped at 1 (here
+momentum / (k+1)^decay capped at 1; defaults equal); (iv) the x step is step_size / outer_ratio
+/ (k+1)^{1/2} (here outer_lr / (k+1)^decay). Batches are drawn the same way.
+
+Pinned by: solvers/test_fsla.py::test_one_step_by_hand_pins_update_order,
+solvers/test_fsla.py::test_full_batch_steps_are_exact,
+solvers/test_fsla.py::test_stochastic_step_replayed_from_spied_batches
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
-"""F2SA against the closed-form quadratic (T1): one full-batch step, O(1/lam) bias of the
-x-direction, convergence to the lam-biased stationary point, batches and cost, HPs."""
+"""F2SA against the closed-form quadratic (T1): the lam schedule tied to the step sizes, one
+full-batch step, O(1/lam) bias of the x-direction, convergence to the lam-biased stationary
+point, batches and cost, HPs."""
 import dataclasses
 import functools
 
 import pytest
 import torch
 
-from solvers.f2sa import F2sa, F2saHP
+from solvers.f2sa import F2sa, F2saHP, schedule
 
 import quadhelpers
 from quadhelpers import D64, LoggingOracles, starter
@@ -37,7 +38,39 @@ def closed_form(m):
     return y_star, y_lam, h_lam, grad_phi
 
 
+@pytest.mark.parametrize("a,c", [(5 / 7, 4 / 7), (3 / 5, 2 / 5), (0.5, 0.5), (0.9, 0.1)])
+def test_lambda_tied_to_step_sizes(a, c):
+    """lam_k alpha_k / gamma_k = r = lam0 inner_lr / z_lr at every k (alpha: y step, gamma: z
+    step), so lam_k = lam0 (k+1)^(a-c): k^(1/7) at the stochastic rates (5/7, 4/7), constant for
+    a = c. Fails on benchopt's lam_{k+1} = lam_k + delta_0 / (k+1)^(1/7) (lam ~ k^(6/7), ratio ~
+    k^(5/7)), on a constant lam with a != c, and on lam ~ alpha_k / gamma_k (shrinking)."""
+    hp = F2saHP(inner_lr=0.03, z_lr=0.7, lam0=4.0, inner_decay=a, z_decay=c)
+    r = 4.0 * 0.03 / 0.7
+    assert hp.lam_ratio == pytest.approx(r, rel=1e-15)
+    for k in (0, 1, 2, 3, 7, 10, 99, 1000, 12345, 10 ** 5, 10 ** 6):
+        alpha, gamma, lam = schedule(hp, k)
+        assert alpha == pytest.approx(0.03 / (k + 1) ** a, rel=1e-14)
+        assert gamma == pytest.approx(0.7 / (k + 1) ** c, rel=1e-14)
+        assert lam * alpha / gamma == pytest.approx(r, rel=1e-13)
+        assert lam == pytest.approx(4.0 * (k + 1) ** (a - c), rel=1e-13)
+
+
+def test_solver_uses_the_schedule():
+    """The lam of every step is schedule()'s lam_k (state.lam after step k), with the defaults:
+    lam_k = 10 (k+1)^(1/7), i.e. r = 10 * 0.05 / 0.5 = 1."""
+    prob = make_problem()
+    hp = F2saHP(inner_steps=1)
+    _, s = start(prob, hp)
+    for k in range(5):
+        s = F2sa().step(s)
+        assert s.lam == schedule(hp, k)[2] == pytest.approx(10.0 * (k + 1) ** (1 / 7), rel=1e-13)
+
+
 def test_one_full_batch_step_matches_closed_form():
+    """One step at k = 4 by hand from the mean matrices (n = 1). Pins: lam_k = r gamma_k / alpha_k
+    (not an additive delta schedule), y stepped by alpha_k on grad f + lam grad g (not the
+    1/lam-normalized step), z by gamma_k, h at the NEW (y, z), x stepped by xi alpha_k (not
+    by gamma_k's exponent)."""
     prob = make_problem(p=5, d=4)
     m = prob.mean_matrices()
     a, c = m["A"], m["C"]
@@ -47,7 +80,8 @@ def test_one_full_batch_step_matches_closed_form():
     k = 4
     s = dataclasses.replace(s, k=k, y=s.y + 0.3, z=s.z - 0.2)
     x, y, z = s.x, s.y, s.z
-    alpha, gamma, lam = 0.02 / 5 ** 0.7, 0.4 / 5 ** 0.4, 5.0 * 5 ** 0.3   # lam_k ~ gamma_k / alpha_k
+    alpha, gamma = 0.02 / 5 ** 0.7, 0.4 / 5 ** 0.4
+    lam = (5.0 * 0.02 / 0.4) * gamma / alpha                          # r gamma_k / alpha_k = 5 * 5^0.3
     for _ in range(3):
         z, y = (z - gamma * (a @ z + c.T @ x + m["a"]),
                 y - alpha * (m["F"] @ y + m["E"].T @ x + m["b"] + lam * (a @ y + c.T @ x + m["a"])))

@@ -44,6 +44,48 @@ def test_full_batch_steps_are_exact():
         assert s.k == k + 1
 
 
+def test_one_step_by_hand_pins_update_order():
+    """n = 1, one step at k = 3 from a generic state (y_k, v_k, x_{k-1} != x_k, d_{k-1}), by hand
+    from the mean matrices, so the STORM correction does not cancel. The order pinned:
+        y_{k+1} = y_k - beta_k (A y_k + C^T x_k + a)                      (old x, old y)
+        v_{k+1} = v_k - eta_k (A v_k - grad_y f(x_k, y_{k+1}))            (NEW y, old v)
+        d_k = nu(x_k, y_{k+1}, v_{k+1}) + (1 - rho_k)(d_{k-1} - nu(x_{k-1}, y_k, v_k))
+        x_{k+1} = x_k - alpha_k d_k,   nu(x, y, v) = G x + E y + c - C v
+    Each alternative reading below (v from the old y; nu_k at the old (y, v); the previous point
+    (x_{k-1}, y_{k+1}, v_{k+1}) or (x_k, y_k, v_k); rho_k = eta_k as in benchopt; x stepped
+    along d_{k-1}) moves the result by more than 1e-2, and the solver matches only the first."""
+    prob = make_problem(p=3, d=2)
+    m = prob.mean_matrices()
+    hp = FslaHP(inner_lr=0.6, linsys_lr=0.5, outer_lr=0.4, momentum=0.3, decay=0.5, batch_size=8)
+    _, s = start(prob, hp)
+    y, v = torch.tensor([0.7, -1.1], dtype=D64), torch.tensor([0.4, 0.9], dtype=D64)
+    x, x_prev = prob.x0, prob.x0 + torch.tensor([0.5, -0.3, 0.8], dtype=D64)
+    d_prev = torch.tensor([1.5, -0.5, 0.25], dtype=D64)
+    s = dataclasses.replace(s, k=3, y=y, v=v, x_prev=x_prev, d=d_prev)
+    beta, eta, alpha, rho = 0.6 / 2, 0.5 / 2, 0.4 / 2, 0.3 / 2            # c / (k+1)^0.5, k = 3
+
+    def fy(x, y):
+        return m["F"] @ y + m["E"].T @ x + m["b"]
+
+    def nu(x, y, v):
+        return m["G"] @ x + m["E"] @ y + m["c"] - m["C"] @ v
+
+    def one_step(v_y="new", nu_at="new", prev=(x_prev, y, v), weight=rho, move="d_k"):
+        y1 = y - beta * (m["A"] @ y + m["C"].T @ x + m["a"])
+        v1 = v - eta * (m["A"] @ v - fy(x, y1 if v_y == "new" else y))
+        d = (nu(x, y1, v1) if nu_at == "new" else nu(x, y, v)) + (1 - weight) * (d_prev - nu(*prev))
+        return torch.cat((y1, v1, d, x - alpha * (d if move == "d_k" else d_prev)))
+
+    s1 = Fsla().step(s)
+    got = torch.cat((s1.y, s1.v, s1.d, s1.x))
+    torch.testing.assert_close(got, one_step(), rtol=1e-12, atol=1e-12)
+    y1 = s1.y
+    for wrong in (one_step(v_y="old"), one_step(nu_at="old"), one_step(prev=(x_prev, y1, s1.v)),
+                  one_step(prev=(x, y, v)), one_step(weight=eta), one_step(move="d_prev")):
+        assert float((wrong - got).abs().max()) > 1e-2
+    assert torch.equal(s1.x_prev, x) and s1.k == 4
+
+
 @pytest.mark.parametrize("k_start", [0, 1, 4])
 def test_stochastic_step_replayed_from_spied_batches(k_start):
     """One stochastic step recomputed from the problem's own oracles on the batches the solver
