@@ -19,11 +19,11 @@ Per outer step k, from a start y^0 treated as a constant:
     h_k = grad_x f(x_k, y^N) + (1/Q) sum_j u_j <delta_j, grad_y f(x_k, y^N)>
     x_{k+1} = x_k - beta h_k          (outer_opt = "sgd"),  or an Adam step on h_k ("adam")
 
-Direction law (``directions``, drawn by ops.random_directions): "gaussian", u_j ~ N(0, I_p), the
-paper's: E[u u^T] = I, so E h_k = grad_x f + J_N^T grad_y f, the ITD-N hypergradient (not the
-exact one); "unit", u_j uniform on the unit sphere of R^p without a factor p (the authors'
-code): E[u u^T] = I / p, so E h_k = grad_x f + J_N^T grad_y f / p. With p = 8192 (the paper's
-linear hyper-representation) the second is grad_x f up to a 1e-4 share of the implicit term.
+Direction law (``directions``, ops.random_directions): "gaussian", u_j ~ N(0, I_p) (the paper):
+E[u u^T] = I, so E h_k = grad_x f + J_N^T grad_y f, the ITD-N hypergradient (not the exact one);
+"unit", u_j uniform on the unit sphere of R^p, no factor p (the authors' code): E[u u^T] = I / p,
+so E h_k = grad_x f + J_N^T grad_y f / p, and one draw deviates from grad_x f by u u^T w
+(w = J_N^T grad_y f), of norm |u^T w| ~ ||w|| / sqrt(p) (Gaussian: ||u|| |u^T w| ~ sqrt(p) ||w||).
 ``implicit=False`` drops the implicit term, h_k = grad_x f(x_k, y^N) (no directions, no perturbed
 paths): a diagnostic control for the "unit" law, not a method.
 All Q + 1 paths run stacked (one batched grad_g call per inner step). y^0 = y_{k-1}^N
@@ -35,22 +35,21 @@ Cost per step: (Q + 1) N grad_g + 1 grad_f (implicit=False: N grad_g + 1 grad_f)
 second-order oracle.
 Defaults: the paper's linear hyper-representation experiment (alpha = 1e-3, N = 20, mu = 0.01,
 Q = 1, Adam with beta = 0.05; Adam's betas and eps are torch's defaults), Gaussian directions.
-ESJ-S: the same step on minibatches. At inner step t ONE inner minibatch S_t (batch_size) is
-drawn and used by the main path and all Q perturbed paths; grad f uses one outer minibatch D
-(outer_batch_size). The shared sampling noise cancels in y_j^N - y^N (exactly when the path is
-affine in x): delta_j = J_S u_j, J_S the Jacobian of the sampled path; fresh batches per path
-would add (y_{S_j}^N - y_{S_0}^N) / mu, sampling noise divided by mu. Cost per step:
+ESJ-S: the same step on minibatches: at inner step t ONE inner minibatch S_t (batch_size) for the
+main and all Q perturbed paths, one outer minibatch D (outer_batch_size) for grad f. The shared
+sampling noise cancels in y_j^N - y^N (exactly when the path is affine in x); fresh batches per
+path would add (y_{S_j}^N - y_{S_0}^N) / mu, sampling noise divided by mu. Cost per step:
 (Q + 1) N grad_g on |S_t| samples + 1 grad_f on |D|. Defaults: ESJ's, |S_t| = |D| = 128 (the
-NeurIPS supplementary reports batch size 128 in one comparison; the analysis lets them differ).
+NeurIPS supplementary's batch size in one comparison).
 
 Deviations from the paper: none in the estimator at the defaults (Gaussian u, shared start, one
 mu). warm_start=True is our default: the paper's Algorithm 1 leaves the start open.
 
-Deviations from the official code: (1) directions: the code draws u = randn / ||randn|| (one
-unit vector over all entries of each hyperparameter tensor) and forms delta = (y_mu - y) * p / mu
-with an argument p that HyperRepresentation.ipynb sets to 1 (hgvesj); esj/zoj and sczoj (meta-learning,
-MNIST scripts) have no factor at all; so its implicit term is E[u u^T] J_N^T grad_y f = J_N^T grad_y f / p;
-ours is Gaussian by default, directions="unit" reproduces the code. (2) Inner start: the linear
+Deviations from the official code: (1) directions: the code draws u = randn / ||randn|| (a unit
+vector over all entries of each hyperparameter tensor) and forms delta = (y_mu - y) * p / mu with an
+argument p that HyperRepresentation.ipynb sets to 1 (hgvesj); esj/zoj and sczoj (meta-learning and
+MNIST scripts) have no factor; so its implicit term has mean J_N^T grad_y f / p. Ours is Gaussian by
+default; directions="unit" reproduces the code. (2) Inner start: the linear
 notebook's inner_solver restarts both paths from one fixed random w0 ~ N(0, I) at every outer step
 (warm_start=False, with the problem's y_0 instead of a random draw); meta_learning.py and
 bilevel_training_mnist.py warm-start (our default). (3) Inner optimizer: plain GD here; the
