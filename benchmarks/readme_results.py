@@ -58,10 +58,19 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
     return "\n".join(lines)
 
 
-def block(readme: str) -> str:
-    if START not in readme or END not in readme:
-        raise SystemExit(f"README.md has no {START} ... {END} block")
-    return readme.split(START, 1)[1].split(END, 1)[0].strip("\n")
+def block(readme: str, start: str = START, end: str = END) -> str:
+    """The text between the markers (without the newlines next to them)."""
+    if start not in readme or end not in readme:
+        raise SystemExit(f"README.md has no {start} ... {end} block")
+    return readme.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def write_block(path: Path, text: str, start: str = START, end: str = END) -> None:
+    """Replace the text between the markers of the file at path (the markers must exist)."""
+    readme = path.read_text()
+    block(readme, start, end)                                # the markers exist
+    head, tail = readme.split(start, 1)[0], readme.split(end, 1)[1]
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main(argv=None) -> int:
@@ -74,9 +83,7 @@ def main(argv=None) -> int:
         stale = block(readme) != new
         print("README results block is stale: run python benchmarks/readme_results.py" if stale else "up to date")
         return int(stale)
-    block(readme)                                            # the markers exist
-    head, tail = readme.split(START, 1)[0], readme.split(END, 1)[1]
-    path.write_text(f"{head}{START}\n{new}\n{END}{tail}")
+    write_block(path, new)
     return 0
 
 

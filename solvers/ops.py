@@ -26,14 +26,28 @@ def poly_decay(lr0: float, power: float, k: int) -> float:
 
 
 # ------------------------------------------------------------------------------ directions
-def gaussian_directions(n: int, like: Tensor, generator: torch.Generator) -> Tensor:
-    """n i.i.d. N(0, I) directions shaped (n, *like.shape), on like's device and dtype. No oracle.
+DIRECTION_LAWS = ("gaussian", "unit")
 
-    Gaussian, not unit-norm: E[u u^T] = I, which makes u <delta, w> an unbiased estimate of
-    J^T w (unit vectors have E[u u^T] = I / p and under-scale it by the dimension p).
+
+def random_directions(n: int, like: Tensor, generator: torch.Generator,
+                      law: str = "gaussian") -> Tensor:
+    """n i.i.d. random directions shaped (n, *like.shape), on like's device and dtype. No oracle.
+
+    ``law="gaussian"``: u ~ N(0, I_p), E[u u^T] = I, so u <J u, w> is an unbiased estimate of
+    J^T w (the ESJ paper's law; Gaussian smoothing for HOZOG).
+    ``law="unit"``: the same draw divided by its norm (uniform on the unit sphere of R^p, p the
+    number of entries of ``like``), E[u u^T] = I / p, so u <J u, w> estimates J^T w / p: the
+    implicit term is under-scaled by the factor p (the authors' public code draws
+    randn / norm and multiplies by an argument p that its notebook sets to 1).
+    Both laws consume the generator identically: a unit direction is the Gaussian direction of
+    the same stream rescaled to norm 1.
     """
-    return torch.randn((n, *like.shape), generator=generator, device=like.device,
-                       dtype=like.dtype)
+    u = torch.randn((n, *like.shape), generator=generator, device=like.device, dtype=like.dtype)
+    if law == "unit":
+        return u / u.flatten(1).norm(dim=1).view(n, *([1] * like.dim()))
+    if law != "gaussian":
+        raise ValueError(f"law must be one of {', '.join(DIRECTION_LAWS)}; got {law!r}")
+    return u
 
 
 # ------------------------------------------------------------------------------ inner loop
@@ -149,6 +163,14 @@ def detached(t: Tensor) -> Tensor:
     return t.detach().clone()
 
 
+def require_bool(hp, *fields: str) -> None:
+    """Raise ValueError unless every named field is a bool (0 and 1 rejected)."""
+    for name in fields:
+        value = getattr(hp, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
 def require_int(hp, *fields: str) -> None:
     """Raise ValueError unless every named field is an int (bool rejected)."""
     for name in fields:
@@ -239,10 +261,10 @@ def linear_sgd(matvec: MatVec, b: Tensor, v0: Tensor, steps: int, lr: float) -> 
 
 
 def outer_step(opt: str, m: Tensor, v: Tensor, grad: Tensor, k: int, lr: float):
-    """The outer update of the ES family: ("sgd") lr * grad, or ("adam") an Adam step.
+    """The outer update x_{k+1} = x_k - update: ("sgd") lr * grad, or ("adam") an Adam step.
 
-    Returns (update, m, v); x_{k+1} = x_k - update. Moments pass through unchanged under sgd.
-    No oracle.
+    Returns (update, m, v); moments pass through unchanged under sgd. Used by the ES family and
+    by AID / ITD (their ``outer_opt``). No oracle.
     """
     if opt == "adam":
         return adam(m, v, grad, k, lr)

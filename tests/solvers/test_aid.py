@@ -1,9 +1,11 @@
 """AID-CG and AID-NS against the closed-form quadratic (T1): hypergradient, convergence, cost, contract."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from solvers import ops
 from solvers.aid import AidCG, AidCGHP, AidNS, AidNSHP
 
 from quadhelpers import make_problem, starter
@@ -71,9 +73,11 @@ def test_converges_to_stationary_point():
     torch.testing.assert_close(s.x, x_opt, rtol=1e-5, atol=1e-5)
 
 
-def test_oracle_counts_per_step():
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_oracle_counts_per_step(warm_start):
+    """N = cg_steps hvps either way: residual + N - 1 iterations (warm), N iterations from 0 (cold)."""
     prob = make_problem(p=4, d=3)
-    hp = AidCGHP(inner_steps=7, cg_steps=5)
+    hp = AidCGHP(inner_steps=7, cg_steps=5, warm_start=warm_start)
     o, s = start(prob, hp)
     for k in range(1, 4):
         s = AidCG().step(s)
@@ -82,10 +86,100 @@ def test_oracle_counts_per_step():
 
 
 @pytest.mark.parametrize("field,value", [("inner_steps", 0), ("inner_steps", 2.0),
-                                         ("cg_steps", -1), ("cg_steps", 1), ("inner_lr", 0.0), ("outer_lr", -1.0)])
+                                         ("cg_steps", -1), ("cg_steps", 1), ("inner_lr", 0.0), ("outer_lr", -1.0),
+                                         ("outer_opt", "rmsprop"), ("warm_start", 1)])
 def test_hp_validation(field, value):
     with pytest.raises(ValueError, match=field):
         AidCGHP(**{field: value})
+
+
+def test_cold_start_restarts_y_and_v():
+    """warm_start=False: every step starts the inner GD at y_0 and CG at v = 0, whatever the state
+    holds. From 0, N = d CG iterations solve A v = grad_y f exactly (Krylov space of dimension
+    d), so with T = 3 GD steps the step is, in closed form, y^T = (I - alpha A)^T (y_0 - y*) + y*,
+    v = A^{-1} grad_y f(x, y^T), h = grad_x f - C v at (x, y^T). A state with other y and v gives
+    the identical step (they are unused); the warm rule does not (it is the control)."""
+    prob = make_problem()
+    m = prob.mean_matrices()
+    alpha, t_steps, d = 0.5, 3, prob.dim_y
+    _, s = start(prob, AidCGHP(inner_steps=t_steps, cg_steps=d, inner_lr=alpha, outer_lr=0.2,
+                               warm_start=False))
+    s1 = AidCG().step(s)
+    a, c = m["A"], m["C"]
+    y_star = -torch.linalg.solve(a, c.T @ s1.x + m["a"])
+    y_t = torch.linalg.matrix_power(torch.eye(d, dtype=a.dtype) - alpha * a, t_steps) @ (
+        prob.y0 - y_star) + y_star
+    fy = m["F"] @ y_t + m["E"].T @ s1.x + m["b"]
+    h = m["G"] @ s1.x + m["E"] @ y_t + m["c"] - c @ torch.linalg.solve(a, fy)
+    gen = torch.Generator().manual_seed(5)
+    other = dataclasses.replace(s1, y=torch.randn(d, generator=gen, dtype=a.dtype),
+                                v=torch.randn(d, generator=gen, dtype=a.dtype))
+    for state in (s1, other):
+        s2 = AidCG().step(state)
+        torch.testing.assert_close(s2.y, y_t, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(s2.v, torch.linalg.solve(a, fy), rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(s2.hypergrad, h, rtol=1e-8, atol=1e-10)
+    warm = AidCG().step(dataclasses.replace(other, ctx=other.ctx._replace(
+        hp=dataclasses.replace(other.ctx.hp, warm_start=True))))
+    assert float((warm.y - y_t).norm()) > 1e-3 * float(y_t.norm())
+
+
+def test_ns_equals_the_fixed_point_iteration_from_zero():
+    """AID-FP as the ESJ authors' fixed_point (hypergrad/hypergradients.py) computes it, written
+    out: K steps v <- (I - alpha A) v + grad_y f from v = 0 (A symmetric), then
+    h = grad_x f + (d(y - alpha grad_y g)/dx)^T v = grad_x f - alpha C v. It is aid-ns with
+    neumann_steps = K (not K + 1: the two differ by the term alpha C (I - alpha A)^K grad_y f)."""
+    prob = make_problem()
+    m = prob.mean_matrices()
+    alpha, t_steps, k_fp = 0.5, 3, 6
+    a, c = m["A"], m["C"]
+    y_t, _ = ns_closed_form(m, prob.x0, prob.y0, alpha, t_steps, 1)
+    fy = m["F"] @ y_t + m["E"].T @ prob.x0 + m["b"]
+    v = torch.zeros_like(fy)
+    for _ in range(k_fp):
+        v = v - alpha * (a @ v) + fy
+    h_fp = m["G"] @ prob.x0 + m["E"] @ y_t + m["c"] - alpha * (c @ v)
+    out = {}
+    for n_terms in (k_fp, k_fp + 1):
+        hp = AidNSHP(inner_steps=t_steps, neumann_steps=n_terms, inner_lr=alpha, warm_start=False)
+        out[n_terms] = AidNS().step(start_ns(prob, hp)[1]).hypergrad
+    torch.testing.assert_close(out[k_fp], h_fp, rtol=1e-10, atol=1e-12)
+    assert float((out[k_fp + 1] - h_fp).norm()) > 1e-3 * float(h_fp.norm())
+
+
+@pytest.mark.parametrize("solver", ["aid-cg", "aid-ns"])
+def test_adam_outer_step_is_ops_adam_on_the_closed_form(solver):
+    """outer_opt="adam": x_{k+1} = x_k - ops.adam(m_k, v_k, h_k, k, beta) with h_k the closed-form
+    estimate (ns_closed_form: exact algebra for any T, N; for AID-CG with exact inner and
+    linear solves, grad Phi), moments carried in the state; two steps check the carry."""
+    prob = make_problem()
+    m = prob.mean_matrices()
+    _, grad_phi, hess, _ = closed_form(m)
+    alpha, beta = 0.5, 0.05
+    if solver == "aid-cg":
+        cls, hp = AidCG, AidCGHP(inner_steps=400, cg_steps=prob.dim_y + 1, inner_lr=alpha,
+                                 outer_lr=beta, outer_opt="adam")
+
+        def target(x, y):
+            return grad_phi(x)
+    else:
+        cls, hp = AidNS, AidNSHP(inner_steps=3, neumann_steps=4, inner_lr=alpha, outer_lr=beta,
+                                 outer_opt="adam")
+
+        def target(x, y):
+            return ns_closed_form(m, x, y, alpha, 3, 4)[1]
+    _, s = starter(cls)(prob, hp)
+    m1 = v1 = torch.zeros_like(prob.x0)
+    for k in range(2):
+        h = target(s.x, s.y)
+        update, m1, v1 = ops.adam(m1, v1, h, k, beta)
+        s1 = cls().step(s)
+        torch.testing.assert_close(s1.hypergrad, h, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(s1.x, s.x - update, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(s1.adam_m, m1, rtol=1e-8, atol=1e-10)
+        # Adam's first step is beta * sign(h) (not the SGD step beta h): the rule is really Adam
+        assert k > 0 or float((s1.x - (s.x - beta * h)).norm()) > 1e-3 * beta
+        s = s1
 
 
 def test_registered():
@@ -160,7 +254,8 @@ def test_ns_oracle_counts_per_step():
 
 
 @pytest.mark.parametrize("field,value", [("inner_steps", 0), ("neumann_steps", 0),
-                                         ("neumann_steps", 3.0), ("inner_lr", 0.0), ("outer_lr", -1.0)])
+                                         ("neumann_steps", 3.0), ("inner_lr", 0.0), ("outer_lr", -1.0),
+                                         ("outer_opt", "adagrad"), ("warm_start", "no")])
 def test_ns_hp_validation(field, value):
     with pytest.raises(ValueError, match=field):
         AidNSHP(**{field: value})

@@ -37,6 +37,8 @@ MARKOV = 100.0
 
 
 def test_estimate_matches_itd_n_closed_form_not_exact_hypergradient():
+    """Gaussian directions (the default): the Q-average estimates the ITD-N hypergradient
+    fx + w, w = J_N^T grad_y f, neither the exact one nor the unit-direction target fx + w / p."""
     prob = make_problem()
     m, p = prob.mean_matrices(), prob.dim_x
     # N = 3 steps at alpha = 0.5 leave (1 - 0.05)^3 ~ 86% of the slow modes of dy*/dx out of
@@ -52,24 +54,48 @@ def test_estimate_matches_itd_n_closed_form_not_exact_hypergradient():
     assert float((s1.hypergrad - h_n).square().sum()) <= tol_sq
     # the same check fails against the exact hypergradient: ESJ's target is ITD-N
     assert float((s1.hypergrad - exact).square().sum()) > 4 * tol_sq
+    # ... and against the unit-direction target (||w - w / p|| = 0.9 ||w|| here)
+    assert float((s1.hypergrad - (h_n - w + w / p)).square().sum()) > 4 * tol_sq
 
 
-def test_unit_norm_directions_under_scale_by_p():
-    """Pitfall (1): unit u has E[u u^T] = I / p, so the average tends to w / p, not w. Per-term
-    covariance (2 w w^T + ||w||^2 I) / (p (p + 2)) - w w^T / p^2 has trace (p - 1) ||w||^2 / p^2."""
+def test_unit_directions_scale_by_one_over_p():
+    """directions="unit" (the authors' code): u uniform on the unit sphere of R^p, so
+    E[u u^T] = I / p (symmetry: E u_i^2 = 1 / p) and, on the quadratic where delta_j = J_N u_j
+    exactly, the Q-average estimates fx + w / p, not the Gaussian target fx + w. One term
+    u u^T w has E||u u^T w||^2 = E (u^T w)^2 = ||w||^2 / p (|u| = 1), so its covariance has
+    trace ||w||^2 / p - ||w||^2 / p^2 = (p - 1) ||w||^2 / p^2; Markov as above."""
     prob = make_problem()
     m, p = prob.mean_matrices(), prob.dim_x
     alpha, n, q = 0.5, 3, 100_000
-    o = Oracles(prob, make_generators(0)["sampling"])
-    u = ops.gaussian_directions(q, prob.x0, torch.Generator().manual_seed(1))
-    u = u / u.norm(dim=1, keepdim=True)
-    y_n, delta = ops.es_jacobian(o, prob.x0, prob.y0, u, 0.01, n, alpha)
-    _, w, _ = itd_target(m, prob.x0, prob.y0, alpha, n)
-    fy = m["F"] @ y_n + m["E"].T @ prob.x0 + m["b"]
-    est = ops.es_vjp(u, delta, fy)
+    hp = EsjHP(inner_lr=alpha, inner_steps=n, n_directions=q, mu=0.01, outer_opt="sgd",
+               directions="unit")
+    _, s = start(prob, hp)
+    s1 = Esj().step(s)
+    _, w, h_n = itd_target(m, prob.x0, prob.y0, alpha, n)
     tol_sq = MARKOV * (p - 1) * float(w.square().sum()) / (p * p * q)
-    assert float((est - w / p).square().sum()) <= tol_sq
-    assert float((est - w).square().sum()) > 4 * tol_sq
+    assert float((s1.hypergrad - (h_n - w + w / p)).square().sum()) <= tol_sq
+    assert float((s1.hypergrad - h_n).square().sum()) > 4 * tol_sq
+
+
+def test_implicit_false_is_grad_x_f_at_the_main_path():
+    """The control (implicit=False): h = grad_x f(x, y^N) = G x + E y^N + c in closed form, with
+    y^N the same main path (warm or cold start); only the main path runs (N grad_g) and no
+    direction is drawn (the solver generator is untouched)."""
+    prob = make_problem()
+    m = prob.mean_matrices()
+    alpha, n = 0.5, 3
+    hp = EsjHP(inner_lr=alpha, inner_steps=n, n_directions=4, outer_opt="sgd", outer_lr=0.1,
+               implicit=False)
+    o, s, gen = starter(Esj, return_gen=True)(prob, hp)
+    state_before = gen.get_state()
+    s1 = Esj().step(s)
+    y_n, w, h_n = itd_target(m, prob.x0, prob.y0, alpha, n)
+    torch.testing.assert_close(s1.y, y_n, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(s1.hypergrad, h_n - w, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(s1.x, prob.x0 - 0.1 * (h_n - w), rtol=1e-10, atol=1e-12)
+    assert float(w.norm()) > 1e-2 * float(h_n.norm())          # the dropped term is not negligible
+    assert torch.equal(gen.get_state(), state_before)
+    assert o.calls["grad_g"] == n and o.calls["grad_f"] == 1
 
 
 def test_converges_on_deterministic_quadratic():
@@ -206,14 +232,16 @@ def test_contract_determinism_no_mutation_no_grad():
 
 def test_defaults_follow_the_paper_setting():
     hp = EsjHP()
-    assert (hp.inner_lr, hp.inner_steps, hp.mu, hp.n_directions, hp.outer_opt, hp.outer_lr) == (
-        1e-3, 20, 0.01, 1, "adam", 0.05)
+    assert (hp.inner_lr, hp.inner_steps, hp.mu, hp.n_directions, hp.outer_opt, hp.outer_lr,
+            hp.directions, hp.implicit, hp.warm_start) == (
+        1e-3, 20, 0.01, 1, "adam", 0.05, "gaussian", True, True)
 
 
 @pytest.mark.parametrize("field,value", [("inner_lr", 0.0), ("inner_steps", 0),
                                          ("inner_steps", 20.0), ("n_directions", 0),
                                          ("mu", -0.01), ("outer_lr", 0.0),
-                                         ("outer_opt", "rmsprop"), ("warm_start", 1)])
+                                         ("outer_opt", "rmsprop"), ("warm_start", 1),
+                                         ("directions", "normal"), ("implicit", 0)])
 def test_hp_validation(field, value):
     with pytest.raises(ValueError, match=field):
         EsjHP(**{field: value})
@@ -264,7 +292,7 @@ def test_esjs_shared_batches_beat_independent_batches_by_noise_over_mu():
                 o = Oracles(prob, make_generators(r)["sampling"])
                 s = EsjS().init(o, prob.x0, prob.y0, hp, torch.Generator().manual_seed(123))
                 shared[mu].append(EsjS().step(s).hypergrad)
-            u = ops.gaussian_directions(q, prob.x0, torch.Generator().manual_seed(123))
+            u = ops.random_directions(q, prob.x0, torch.Generator().manual_seed(123))
             o = Oracles(prob, make_generators(r)["sampling"])
             indep[mu].append(independent_batch_estimate(o, prob.x0, prob.y0, u, mu, hp))
     # exact mechanisms: the shared estimate does not depend on mu (rounding ~ eps |y| / mu) ...

@@ -1,69 +1,96 @@
-"""The ESJ paper's linear hyper-representation comparison, in direction (issue 4, ALGORITHMS.md T5).
+"""The ESJ paper's linear hyper-representation comparison (ALGORITHMS.md T5; README "ESJ paper
+comparison (T5)"), checked for what follows from the math, on the rows of
+benchmarks/esj_paper.py (the command that writes the README table) at seed 0.
 
-Sow, Ji, Liang (arXiv 2110.07004) report, after 100 outer steps in the linear setting
-(p = 64, d = 128, n = 500, ridge 0.1): ESJ ~0.019 validation loss, AID-CG ~0.066, AID-FP ~0.077,
-HOZOG ~16.9. Here: problem ``hyperrep-linear`` at its defaults (that setting; our data
-generation, noise 0.1, so the loss floor is about noise^2 / 2 = 0.005, not the paper's), the
-public API ``bench.run``, 100 iterations, seed 0 (AID is deterministic; ESJ / HOZOG draw their
-directions from the run seed; seeds 1 and 2 give the same ordering, numbers in the README
-section "ESJ paper comparison (T5)").
+Sow, Ji, Liang (arXiv 2110.07004) report ESJ ~0.019 below AID-CG ~0.066, AID-FP ~0.077 and
+HOZOG ~16.9. Their public code draws unit-norm directions without the factor p
+(HyperRepresentation.ipynb calls hgvesj with p=1): with |u| = 1, E[u u^T] = I / p, so the
+estimate fx + u <delta, fy> has mean grad_x f + J_N^T grad_y f / p, and p = 8192 here. The
+paper's estimator draws u ~ N(0, I_p) (unbiased for grad_x f + J_N^T grad_y f). What this
+file asserts, with w = J_N^T grad_y f and fx = grad_x f at the main path's output:
 
-Settings (no tuning in this file):
-* ESJ, HOZOG: their HP defaults, which are the paper's: alpha = inner_lr = 1e-3,
-  N = inner_steps = 20, mu = 0.01, Q = n_directions = 1, Adam(0.05). ESJ warm-starts the inner
-  path (its default; the authors' linear notebook restarts from a fixed y_0, reported
-  separately below as ``esj-cold``); HOZOG restarts (its default).
-* AID-CG, AID-NS (the paper's AID-FP: N fixed-point steps from v = 0 = N Neumann terms): the
-  same inner loop as ESJ (inner_steps = 20, inner_lr = 1e-3) and the same outer step size 0.05;
-  AID's outer step is plain gradient descent (the solver has no Adam option: a deviation), and
-  the number of CG / Neumann steps is the solvers' default N = 10 (the ESJ paper's text, as
-  available here, does not give it; 20 gives the same AID-CG numbers to 3 digits).
-
-RESULT (does NOT reproduce the paper's ordering of ESJ vs AID): HOZOG ends three orders of
-magnitude above the others, as in the paper, but ESJ (val ~0.0080) ends slightly ABOVE AID-CG
-(~0.0052) and AID-NS (~0.0048), which sit at the noise floor; ESJ with the notebook's cold start
-ends far above both (~1.9). The settings were not bent to make ESJ win: the test asserts what
-is true (HOZOG far above all three; ESJ within a factor 2 of AID but not below it) so that a
-change in any of the four solvers or in the problem shows up here.
+* unit directions: h - fx = u (u^T w), of norm |u^T w| with E (u^T w)^2 = ||w||^2 / p. Each step's
+  estimate is grad_x f up to a relative perturbation of order (||w|| / ||fx||) / sqrt(p) (its
+  mean part w / p is smaller still), and ||w|| is of the order of ||fx|| on this problem
+  (20 GD steps of 1e-3). So the run tracks the grad_x f-only control (``implicit=False``, same
+  start rule) to within a few 1 / sqrt(p) = 1.1e-2: asserted <= 2 / sqrt(p). The issue's
+  1e-3 does not hold: the mean alone (1 / p) would give it, the fluctuation (1 / sqrt(p)) does
+  not (the README table shows the measured differences, a few 1e-3).
+* Gaussian directions: ||u (u^T w)|| ~ sqrt(p) ||w||, p times the unit one, about 90 times
+  ||w||: the steps are dominated by direction noise and the run does not track the control
+  (asserted: relative difference > 0.1, and more than 10 times the unit run's).
+* HOZOG (zeroth-order estimate of the whole gradient, Q = 1): per step a random direction
+  with a component of relative size ~1 / sqrt(p) along grad F; after 100 steps it is still
+  far above the rows that reach the floor (asserted: > 100 times) and above cold Gaussian ESJ,
+  but below the start.
 """
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
-import bench
-from problems.hyper_representation import HyperRepresentation
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("esj_paper", ROOT / "benchmarks" / "esj_paper.py")
+esj_paper = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(esj_paper)
 
-AID = {"inner_steps": 20, "inner_lr": 1e-3, "outer_lr": 0.05}
-_PROB = HyperRepresentation(HyperRepresentation.Params())
-START = float(_PROB.value(_PROB.x0))          # Phi(x0) by the closed form (44.33 at the defaults)
+RUN = ("esj-gaussian-warm", "esj-gaussian-cold", "esj-unit-warm", "esj-unit-cold",
+       "gradxf-warm", "gradxf-cold", "hozog-gaussian")
 
 
 @pytest.fixture(scope="module")
-def final_val_loss():
+def final():
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        out = {}
-        for label, solver, hp in (("esj", "esj", {}), ("hozog", "hozog", {}),
-                                  ("aid-cg", "aid-cg", AID), ("aid-ns", "aid-ns", AID)):
-            trace = bench.run("hyperrep-linear", solver, solver_params=hp, seed=0, budget={"iters": 100})
-            assert trace.attrs["status"] == "finished" and trace["k"].iloc[-1] == 100
-            assert trace["val_loss"].iloc[0] == pytest.approx(START, rel=1e-9)   # the common start
-            out[label] = float(trace["val_loss"].iloc[-1])
-        return out
+        return {label: esj_paper.run_row(label, seed=0) for label in RUN}   # ~5 s on 2 cores
     finally:
         torch.set_num_threads(n)
 
 
-def test_hozog_ends_far_above_esj_and_aid(final_val_loss):
-    v = final_val_loss
-    assert v["hozog"] > 100 * max(v["esj"], v["aid-cg"], v["aid-ns"])
-    assert v["hozog"] < START                                  # it still moved down
+@pytest.fixture(scope="module")
+def p():
+    from problems.hyper_representation import HyperRepresentation
+    return HyperRepresentation(HyperRepresentation.Params()).dim_x       # 64 x 128 = 8192
 
 
-def test_esj_matches_aid_to_a_factor_two_but_is_not_below_it(final_val_loss):
-    """The paper's direction (ESJ below AID-CG and AID-NS) does not reproduce: see the module
-    docstring. Every method but HOZOG ends within 2x of the noise floor 0.005."""
-    v = final_val_loss
-    for aid in ("aid-cg", "aid-ns"):
-        assert v[aid] < v["esj"] < 2 * v[aid]
-    assert all(0.004 < v[k] < 0.01 for k in ("esj", "aid-cg", "aid-ns"))
+@pytest.mark.parametrize("start", ["warm", "cold"])
+def test_unit_directions_track_the_grad_x_f_only_control(final, p, start):
+    """Relative difference of the final val_loss <= 2 / sqrt(p) (module docstring)."""
+    unit, ctl = final[f"esj-unit-{start}"]["val_loss"], final[f"gradxf-{start}"]["val_loss"]
+    assert esj_paper.rel_diff(unit, ctl) <= 2 / p ** 0.5, (unit, ctl)
+
+
+@pytest.mark.parametrize("start", ["warm", "cold"])
+def test_gaussian_directions_do_not_track_it(final, start):
+    """The paper's estimator: steps dominated by direction noise of size ~ sqrt(p) ||w||."""
+    gauss, unit = final[f"esj-gaussian-{start}"]["val_loss"], final[f"esj-unit-{start}"]["val_loss"]
+    ctl = final[f"gradxf-{start}"]["val_loss"]
+    assert esj_paper.rel_diff(gauss, ctl) > 0.1, (gauss, ctl)
+    assert esj_paper.rel_diff(gauss, ctl) > 10 * esj_paper.rel_diff(unit, ctl)
+
+
+def test_hozog_ends_far_above_the_others(final):
+    """> 100 times every row that reaches the floor; above cold Gaussian ESJ too (which has the
+    same sqrt(p) direction noise, but on the implicit term only: grad_x f is exact there)."""
+    hozog = final["hozog-gaussian"]
+    converged = max(v["val_loss"] for k, v in final.items()
+                    if k not in ("hozog-gaussian", "esj-gaussian-cold"))
+    assert hozog["val_loss"] > 100 * converged
+    assert hozog["val_loss"] > final["esj-gaussian-cold"]["val_loss"]
+    assert hozog["val_loss"] < hozog["start"]                 # it still moved down
+
+
+def test_every_row_is_valid_and_in_the_readme_block():
+    """The README block lists every row of the command, in order (its numbers are written by
+    ``python benchmarks/esj_paper.py --write-readme`` only; ``--check`` compares them with a
+    rerun); every row's solver parameters are valid."""
+    import bench.registry
+    for label, solver, hp, _ in esj_paper.ROWS:
+        cls = bench.registry.resolve_solver(solver)[1]
+        cls.HP(**hp)
+    text = esj_paper.block((ROOT / "README.md").read_text())
+    rows = [line.split("|")[1].strip().strip("`") for line in text.splitlines()
+            if line.startswith("| `")]
+    assert rows == list(esj_paper.LABELS)
+    assert "python benchmarks/esj_paper.py --write-readme" in text

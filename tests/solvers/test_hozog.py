@@ -64,6 +64,26 @@ def test_estimate_is_unbiased_for_grad_f_of_the_n_step_path_not_grad_phi():
     assert float((s1.hypergrad - exact_grad(m, prob.x0)).square().sum()) > 4 * tol_sq
 
 
+def test_unit_directions_estimate_grad_f_over_p():
+    """directions="unit" (the ESJ authors' hozog, no factor p): u uniform on the unit sphere,
+    z = u (u^T g + (mu/2) u^T M u). E z = E[u u^T] g = g / p (the cubic term is odd in u), not
+    g. E||z - g/p||^2 <= E||z||^2 = E (u^T g)^2 + (mu^2/4) E (u^T M u)^2 (|u| = 1, odd cross
+    term) = ||g||^2 / p + (mu^2/4) (tr(M)^2 + 2 tr(M^2)) / (p (p + 2)); Markov at 100x."""
+    prob = make_problem()
+    m, p = prob.mean_matrices(), prob.dim_x
+    alpha, n, q, mu = 0.5, 3, 20_000, 0.01
+    big_m, lin = f_quadratic(m, prob.y0, alpha, n)
+    g = big_m @ prob.x0 + lin
+    _, s = start(prob, HozogHP(inner_lr=alpha, inner_steps=n, n_directions=q, mu=mu,
+                               outer_opt="sgd", directions="unit"))
+    s1 = Hozog().step(s)
+    sigma2 = float(g @ g) / p + mu ** 2 / 4 * float(
+        big_m.trace() ** 2 + 2 * (big_m @ big_m).trace()) / (p * (p + 2))
+    tol_sq = 100 * sigma2 / q
+    assert float((s1.hypergrad - g / p).square().sum()) <= tol_sq
+    assert float((s1.hypergrad - g).square().sum()) > 4 * tol_sq
+
+
 def test_counts_per_step_and_batched_calls():
     prob = make_problem(p=4, d=3)
 
@@ -104,9 +124,13 @@ def test_inner_start_rule(warm_start):
 
 def test_defaults_and_validation():
     hp = HozogHP()
+    # the ESJ authors' HOZOG cell (HyperRepresentation.ipynb): Adam(0.1), T = 20, mu = 0.01,
+    # one direction, cold start; the paper's Gaussian law
     assert (hp.inner_lr, hp.inner_steps, hp.mu, hp.n_directions, hp.outer_opt, hp.outer_lr,
-            hp.warm_start) == (1e-3, 20, 0.01, 1, "adam", 0.05, False)
+            hp.warm_start, hp.directions) == (1e-3, 20, 0.01, 1, "adam", 0.1, False, "gaussian")
+    assert not hasattr(hp, "implicit")              # ESJ's control has no meaning here
     for field, value in [("inner_lr", 0.0), ("inner_steps", 2.0), ("n_directions", 0),
-                         ("mu", -1.0), ("outer_opt", "rmsprop"), ("warm_start", 0)]:
+                         ("mu", -1.0), ("outer_opt", "rmsprop"), ("warm_start", 0),
+                         ("directions", "sphere")]:
         with pytest.raises(ValueError, match=field):
             HozogHP(**{field: value})

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from solvers import ops
 from solvers.itd import Itd, ItdHP
 
 from quadhelpers import make_problem, starter
@@ -65,6 +66,24 @@ def test_fixed_start_uses_y0_every_step():
     torch.testing.assert_close(s2.hypergrad, h_n(x1), rtol=1e-10, atol=1e-12)
 
 
+def test_adam_outer_step_is_ops_adam_on_the_itd_n_hypergradient():
+    """outer_opt="adam": x_{k+1} = x_k - ops.adam(m_k, v_k, h_N(x_k), k, beta), h_N the closed-form
+    ITD-N hypergradient (cold start from y_0), moments carried over two steps."""
+    prob = make_problem()
+    m = prob.mean_matrices()
+    alpha, n, beta = 0.5, 3, 0.05
+    _, h_n, _, _ = itd_closed_form(m, prob.y0, alpha, n)
+    _, s = start(prob, ItdHP(inner_steps=n, inner_lr=alpha, outer_lr=beta, warm_start=False,
+                             outer_opt="adam"))
+    mom = vel = torch.zeros_like(prob.x0)
+    for k in range(2):
+        update, mom, vel = ops.adam(mom, vel, h_n(s.x), k, beta)
+        s1 = Itd().step(s)
+        torch.testing.assert_close(s1.x, s.x - update, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(s1.adam_v, vel, rtol=1e-10, atol=1e-12)
+        s = s1
+
+
 def test_converges_to_fixed_point_of_itd_n_hypergradient():
     prob = make_problem()
     m = prob.mean_matrices()
@@ -99,7 +118,8 @@ def test_oracle_counts_per_step():
 
 
 @pytest.mark.parametrize("field,value", [("inner_steps", 0), ("inner_steps", 2.0),
-                                         ("inner_lr", 0.0), ("outer_lr", -1.0), ("warm_start", 1)])
+                                         ("inner_lr", 0.0), ("outer_lr", -1.0), ("warm_start", 1),
+                                         ("outer_opt", "momentum")])
 def test_hp_validation(field, value):
     with pytest.raises(ValueError, match=field):
         ItdHP(**{field: value})

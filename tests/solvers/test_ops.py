@@ -159,7 +159,7 @@ def test_es_jacobian_exact_on_quadratic():
     prob, o, m = quadratic(p=6, d=5)
     lr, steps, mu, q = 0.7, 6, 0.01, 4
     x, y0 = torch.linspace(-2, 1, 6, dtype=D64), torch.linspace(0, 1, 5, dtype=D64)
-    u = ops.gaussian_directions(q, x, torch.Generator().manual_seed(0))
+    u = ops.random_directions(q, x, torch.Generator().manual_seed(0))
     assert u.shape == (q, 6)
     y_n, delta = ops.es_jacobian(o, x, y0, u, mu, steps, lr)
     eye = torch.eye(5, dtype=D64)
@@ -181,3 +181,18 @@ def test_require_int():
     for bad in ("b", "c"):
         with pytest.raises(ValueError, match=bad):
             ops.require_int(HP, bad)
+
+
+def test_random_directions_laws():
+    """gaussian: N(0, I) rows; unit: the same draw (same generator stream) divided by its norm,
+    so every row has norm 1 (E[u u^T] = I / p; the solver tests check the estimates' means)."""
+    like = torch.zeros(3, 4, dtype=D64)                      # p = 12 entries, any shape
+    g = ops.random_directions(5, like, torch.Generator().manual_seed(3))
+    u = ops.random_directions(5, like, torch.Generator().manual_seed(3), "unit")
+    assert g.shape == u.shape == (5, 3, 4) and u.dtype == D64
+    norms = g.flatten(1).norm(dim=1)
+    torch.testing.assert_close(u.flatten(1).norm(dim=1), torch.ones(5, dtype=D64))
+    torch.testing.assert_close(u, g / norms.view(5, 1, 1))
+    assert float((norms - 1).abs().min()) > 0.1              # the Gaussian rows are not unit
+    with pytest.raises(ValueError, match="law"):
+        ops.random_directions(1, like, torch.Generator(), "sphere")
