@@ -1,9 +1,5 @@
 """AmIGO: amortized implicit gradient optimization (warm-started SGD on y and on the linear system).
 
-Arbel, Mairal, "Amortized Implicit Differentiation for Stochastic Bilevel Optimization",
-ICLR 2022, Algorithm 1 (AmIGO) with its inner solver (SGD on g) and linear solver (SGD on
-the quadratic 1/2 z^T H z - z^T grad_y f), https://arxiv.org/abs/2111.14580.
-
 Per outer step k, with fresh inner minibatches B_t, B_m, B_J and one outer minibatch D:
 
     y^0 = y_{k-1},   y^t = y^{t-1} - alpha grad_y g_{B_t}(x_k, y^{t-1}),   t = 1..T,  y_k = y^T
@@ -13,19 +9,46 @@ Per outer step k, with fresh inner minibatches B_t, B_m, B_J and one outer minib
     x_{k+1} = x_k - gamma h_k
 
 z tracks H^{-1} grad_y f (the paper's z is its negative, with h = u + J z: the same iterates
-up to the sign of z). Batches: b is computed once per outer step from the same batch D as u
-and held fixed during the M linear steps; every inner step, every Hessian step and the cross
-term draw their own inner batch (independent estimates; the benchopt code does the same).
+up to the sign of z); y_{-1} = y0, z_{-1} = 0. b is held fixed during the M linear steps; every
+inner step, every Hessian step and the cross term draw their own inner batch.
 Symbols -> AmigoHP fields: T = inner_steps, M = linear_steps, alpha = inner_lr,
 eta = linear_lr, gamma = outer_lr, |B| = |D| = batch_size.
 Cost per step: T grad_g + M hvp + 1 cross + 1 grad_f.
-Defaults: T = M = 10 (the authors' released 20 Newsgroups scripts); the authors tune the step
-sizes per data set, so alpha = eta = gamma = 0.1 and batch_size = 64 are the defaults of the
-benchopt bilevel benchmark's AmIGO (https://github.com/benchopt/benchmark_bilevel), not the
-paper's.
-Deviations from the paper: none in the updates (constant step sizes, as in its experiments).
-The benchmark code runs the first inner loop before the first outer step and the others after
-each x update; here each step starts with its inner loop (the same sequence of iterates).
+Defaults: T = M = 10 (the authors' 20 Newsgroups script at b1b9ce0 below); alpha = eta =
+gamma = 0.1 and batch_size = 64 are the defaults of the benchopt benchmark's AmIGO, not the
+paper's (tuned per data set there).
+
+Paper: Arbel, Mairal, "Amortized Implicit Differentiation for Stochastic Bilevel Optimization",
+ICLR 2022, Algorithm 1 (AmIGO) with SGD as inner solver and SGD on the quadratic
+1/2 z^T H z + z^T grad_y f as linear solver, https://arxiv.org/abs/2111.14580. Only its
+abstract and introduction could be retrieved here: the algorithm box is restated from
+ALGORITHMS.md and the authors' code, unverified against the text.
+
+Official code: https://github.com/MichaelArbel/BGS-opt (the authors' AmIGO code) read at
+ab9a85e: core/selection.py (ArgMinOp, DiffOpt, HessianOp), core/linear_solvers.py (GD,
+Normal_GD), configs/algorithm/amigo.yaml, configs/training/{hyperparameter_opt,quadratic_toy}.yaml,
+scripts/*.sh; and at b1b9ce0 (June 2022): core/solvers.py (ForwardSolver, BackwardSolverSGD),
+scripts/script_20newsgroup.sh. Also benchopt's AmIGO, https://github.com/benchopt/benchmark_bilevel
+at 3ad65dc, solvers/amigo.py and benchmark_utils/{sgd_inner,hessian_approximation}.py.
+
+Deviations from the paper: none in the updates (constant step sizes, as in its experiments);
+the step sizes and batch size are not the paper's.
+
+Deviations from the official code: (1) ab9a85e's amigo.yaml runs T = 1 inner step and M = 1
+linear step per outer step, with linear solver Normal_GD (z <- z - eta H (H z + grad_y f), two
+Hessian batches per step) by default; its 20 Newsgroups script switches to GD (ours) with
+eta = 0.5, inner lr 100, outer lr 100; b1b9ce0's script used T = M = 10. (2) Their outer step
+is a torch optimizer: Adam in hyperparameter_opt.yaml, SGD in quadratic_toy.yaml; ours a plain
+gradient step. (3) Batches come from a cycling DataLoader there (each call the next batch,
+reshuffled per epoch if the loader shuffles) vs our BlockSampler. Same as ours: warm starts of
+y and z (z_{-1} = 0), one fresh batch per inner step, per linear step and for the cross term,
+one outer batch for u and b. Benchopt's AmIGO at 3ad65dc: one field for T = M and one step
+size for alpha = eta, gamma = step_size / outer_ratio; otherwise the same batches and order.
+Its 2022 numba version (e7d90d1) ran the inner loop after each x update (the same sequence of
+iterates), fixed M = 10 and started z at grad_y f of sample 0.
+
+Pinned by: solvers/test_amigo.py::test_full_batch_steps_match_closed_form_with_warm_starts,
+solvers/test_amigo.py::test_oracle_counts_and_batches_per_step
 """
 from __future__ import annotations
 

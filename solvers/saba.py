@@ -1,9 +1,5 @@
 """SABA: SOBA's single loop with SAGA variance reduction on every direction (finite sums).
 
-Dagréou, Ablin, Vaiter, Moreau, "A framework for bilevel optimization that enables stochastic and
-global variance reduction algorithms", NeurIPS 2022, Algorithm 2 (SABA),
-https://arxiv.org/abs/2201.13409.
-
 g = (1/n) sum_i g_i, f = (1/m) sum_j f_j. Memory: for each inner sample i the last values
 w_i = (grad_y g_i, H_i v, J_i v) (width 2 d + p) and for each outer sample j the last
 u_j = (grad_x f_j, grad_y f_j) (width p + d), with their running means. Per step k, with an
@@ -15,20 +11,51 @@ inner minibatch I and an outer minibatch J at the current (x, y, v):
     D_x = S[J_i(x, y) v; I] + S[grad_x f_j(x, y); J]
     y+ = y - rho D_y,   v+ = v - rho D_v,   x+ = x - gamma D_x        (constant steps)
 
-Symbols -> SabaHP fields: rho = inner_lr, gamma = outer_lr, |I| = |J| = batch_size.
-Init (the paper's choice): the tables are filled by a full pass at (x0, y0, v0 = 0): n_inner
-per-sample grad_g calls and n_outer per-sample grad_f calls; the H v and J v tables are exactly
-0 at v0 = 0 and need no call. Cost per step: |I| grad_g + |I| hvp_cross + |J| grad_f calls of
-one sample each (per-sample values are needed for the tables; same samples as SOBA's step),
-computed as one batched ``Oracles.per_sample`` call per kind (counted as the one-sample calls).
-Defaults: Algorithm 2 draws one sample per step; the experiments use minibatches of 64 and
-grid-search the steps, so inner_lr = 0.1, outer_lr = 0.01 are our defaults (as for SOBA).
-Deviations from the paper: none in the update. The running means are updated incrementally
-(no periodic re-summation). The public benchmark_bilevel code starts the tables at zero,
-which biases the first pass; we do not.
+Symbols -> SabaHP fields: rho = inner_lr, gamma = outer_lr, |I| = |J| = batch_size; v_0 = 0.
+Init: the tables are filled by a full pass at (x0, y0, v0 = 0): n_inner per-sample grad_g calls
+and n_outer per-sample grad_f calls; the H v and J v tables are exactly 0 at v0 = 0 and need
+no call. Cost per step: |I| grad_g + |I| hvp_cross + |J| grad_f calls of one sample each
+(per-sample values are needed for the tables; same samples as SOBA's step), computed as one
+batched ``Oracles.per_sample`` call per kind (counted as the one-sample calls).
+Defaults: inner_lr = 0.1, outer_lr = 0.01, batch_size = 64 are ours (as for SOBA); the paper
+grid-searches the steps. The running means are updated incrementally (no re-summation).
 Implementation: the step overwrites the refreshed rows of its input state's tables in place
 (``donated``): copying the (n, 2 d + p) table every step cost more than the step's oracle
 calls at p = d = 1000 (24 MB per copy).
+
+Paper: Dagréou, Ablin, Vaiter, Moreau, "A framework for bilevel optimization that enables
+stochastic and global variance reduction algorithms", NeurIPS 2022, Algorithm 2 (SABA),
+https://arxiv.org/abs/2201.13409. Only its abstract could be retrieved here: the update and
+the full-pass initialization follow ALGORITHMS.md and the authors' code of February 2022
+(commit 10bf35d below, which fills the tables with a full pass).
+
+Official code: https://github.com/benchopt/benchmark_bilevel (the authors' benchmark) read at
+3ad65dc: solvers/saba.py (init_memory, variance_reduction), benchmark_utils/minibatch_sampler.py;
+history read back to 10bf35d (February 2022).
+
+Deviations from the paper: none in the update (one inner batch I for the three inner tables,
+as for SOBA; constant steps). Minibatches of batch_size (1: the single samples of Algorithm 2).
+
+Deviations from the official code: (1) tables start at zero at 3ad65dc: the parameter
+mode_init_memory ("zero") is never passed to init_memory, whose full-pass branch is unreachable;
+ours are filled by a full pass (so the first pass over the data is not biased toward the
+minibatch mean). (2) Their tables have one row per minibatch block (n / batch_size rows, block
+means, running mean weighted batch_size / n, an incomplete last block (n mod batch_size) / n);
+ours one row per sample. For a fixed block partition the estimates are the same; our sampler
+redraws the block offset every epoch, which needs per-sample rows (n rows of memory instead of
+n / batch_size). (3) Their February 2022 code filled the tables by a full pass but did not
+variance-reduce grad_x f (minibatch grad_x f; zero on its problems) and applied a prox to (x, y)
+after each step; ours reduces grad_x f too (Algorithm 2 and 3ad65dc) and has no prox. (4) Their
+(step_size, outer_ratio) is our (inner_lr, outer_lr = inner_lr / outer_ratio); defaults 0.1, 1,
+batch 64. (5) Batches: fixed blocks in a random order per epoch (first epoch in index order,
+one block drawn twice per epoch by a clamped index) vs our BlockSampler (offset redrawn per
+epoch, each block once). Otherwise the same: SAGA direction = batch difference + old running
+mean, all tables refreshed at the old (x, y, v), v_0 = 0.
+
+Pinned by: solvers/test_saba.py::test_init_pass_and_per_step_cost,
+solvers/test_saba.py::test_one_inner_batch_refreshes_all_three_inner_tables,
+solvers/test_saba.py::test_full_batch_step_is_soba_direction,
+solvers/test_saba.py::test_saga_estimator_is_unbiased_over_batch_draws
 """
 from __future__ import annotations
 
@@ -43,8 +70,8 @@ from solvers.base import Context, register, require_positive
 
 @dataclass(frozen=True)
 class SabaHP:
-    inner_lr: float = 0.1      # rho, constant step of y and v (not the paper's value)
-    outer_lr: float = 0.01     # gamma, constant step of x (not the paper's value)
+    inner_lr: float = 0.1      # rho, constant step of y and v (ours, see module doc)
+    outer_lr: float = 0.01     # gamma, constant step of x (ours, see module doc)
     batch_size: int = 64       # |I| = |J|, minibatch size of g and f
 
     def __post_init__(self):

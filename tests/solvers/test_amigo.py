@@ -32,6 +32,9 @@ def test_full_batch_steps_match_closed_form_with_warm_starts():
     # hypergradient by O(1); the match is to float64 rounding (1e-10 relative is ample)
     hp = AmigoHP(inner_steps=3, linear_steps=4, inner_lr=0.5, linear_lr=0.7, outer_lr=0.2)
     _, s = start(prob, hp)
+    # init: y_{-1} = y0 and z_{-1} = 0 (the authors' code; benchopt's 2022 AmIGO started z at
+    # grad_y f of sample 0), so step 1 is the closed form from (y0, 0)
+    assert torch.equal(s.y, prob.y0) and torch.equal(s.z, torch.zeros_like(prob.y0))
     for _ in range(3):             # steps 2, 3 start y and z from the previous step's values
         y_t, z_m, h = step_closed_form(m, s.x, s.y, s.z, hp)
         s1 = Amigo().step(s)

@@ -4,7 +4,7 @@ import functools
 
 import torch
 
-from bench.oracles import Oracles
+from bench.oracles import Oracles, sample_rows
 from solvers import ops
 from solvers.saba import Saba, SabaHP
 
@@ -91,13 +91,14 @@ def test_init_pass_and_per_step_cost():
 
 def test_full_batch_step_is_soba_direction():
     """batch_size >= n refreshes every row: D = mean(new) = full-batch direction at any state
-    (here a state with v != 0 and a stale table). Float64 sums -> 1e-10."""
+    (here a state with v != 0, a stale table and k = 5: the steps are constant, as in the paper
+    and the authors' code; a decaying schedule fails). Float64 sums -> 1e-10."""
     prob = make_problem(n=8)
     m = prob.mean_matrices()
     _, s = start(prob, SabaHP(inner_lr=0.2, outer_lr=0.1, batch_size=8))
     gen = torch.Generator().manual_seed(2)
     s = dataclasses.replace(s, v=torch.randn(3, generator=gen, dtype=D64),
-                            y=torch.randn(3, generator=gen, dtype=D64))
+                            y=torch.randn(3, generator=gen, dtype=D64), k=5)   # constant steps
     d_y, d_v, d_x = full_directions(m, s.x, s.y, s.v)
     s1 = Saba().step(s)
     torch.testing.assert_close(s1.y, s.y - 0.2 * d_y, rtol=1e-10, atol=1e-10)
@@ -128,3 +129,37 @@ def test_converges_linearly_to_x_opt_with_constant_steps():
         errs.append(float((s.x - x_opt).norm() ** 2) / e0)
     assert errs[399] / errs[199] < r ** 200
     assert errs[399] < 1e-4
+
+
+class RowSpy(Oracles):
+    """Records (kind, sample rows) of every per-sample call."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.rows = []
+
+    def per_sample(self, kind, x, y, idx=None, v=None, wrt="y"):
+        n = self.n_outer if kind == "grad_f" else self.n_inner
+        self.rows.append((kind, sample_rows(idx, n).tolist()))
+        return super().per_sample(kind, x, y, idx, v=v, wrt=wrt)
+
+
+def test_one_inner_batch_refreshes_all_three_inner_tables():
+    """Algorithm 2 and the authors' code draw ONE inner batch i per step for grad_y g_i, H_i v
+    and J_i v (ALGORITHMS.md's B1, B2 could read as two): after a step on a state with v != 0,
+    the refreshed rows i of table_g hold (grad_y g_r, H_r v, J_r v) of the samples r in i at the
+    old point, each computed here on its own sample (float64 -> 1e-12), and every other row is
+    unchanged. A separate batch for H v, J v leaves stale rows (or fills other rows) and fails."""
+    prob = make_problem(n=8)
+    o, s = start(prob, SabaHP(batch_size=2), oracles_cls=RowSpy)
+    gen = torch.Generator().manual_seed(4)
+    s = dataclasses.replace(s, v=torch.randn(3, generator=gen, dtype=D64))
+    x, y, v, before = s.x, s.y, s.v, s.table_g.clone()
+    o.rows.clear()
+    s1 = Saba().step(s)
+    (k1, i1), (k2, i2), (k3, _) = o.rows
+    assert (k1, k2, k3) == ("grad_g", "hvp_cross", "grad_f") and i1 == i2 and len(i1) == 2
+    for r in range(8):
+        one = slice(r, r + 1)
+        want = torch.cat([o.grad_g(x, y, one), *o.hvp_cross(x, y, v, one)]) if r in i1 else before[r]
+        torch.testing.assert_close(s1.table_g[r], want, rtol=1e-12, atol=1e-12)

@@ -8,7 +8,7 @@ import torch
 from solvers import ops
 from solvers.soba import Soba, SobaHP
 
-from quadhelpers import D64, LoggingOracles, make_problem, starter
+from quadhelpers import D64, LoggingOracles, full_directions, make_problem, starter
 
 start = starter(Soba)
 
@@ -54,6 +54,25 @@ def test_one_step_matches_closed_form_directions():
     torch.testing.assert_close(s1.x, x - gamma * d_x, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(s1.hypergrad, d_x, rtol=1e-12, atol=1e-12)
     assert torch.equal(s1.hypergrad_x, x) and s1.k == 4
+
+
+def test_default_steps_decay_with_the_papers_exponents():
+    """Defaults, full batch (n = 1), from init: v_0 = 0 and rho_k = 0.1 / (k+1)^(2/5),
+    gamma_k = 0.01 / (k+1)^(3/5) (the paper's exponents). Three steps against the closed form
+    (float64, 1e-12). The authors' current benchmark code (exponents 1/2, 1/2) gives
+    rho_1 = 0.0707 instead of 0.0758, constant steps 0.1: both fail at k = 1; so does a start
+    v_0 != 0 at k = 0."""
+    prob = make_problem(p=5, d=4)
+    m = prob.mean_matrices()
+    _, s = start(prob, SobaHP())
+    x, y, v = prob.x0, prob.y0, torch.zeros(4, dtype=D64)
+    for k in range(3):
+        rho, gamma = 0.1 / (k + 1) ** 0.4, 0.01 / (k + 1) ** 0.6
+        d_y, d_v, d_x = full_directions(m, x, y, v)
+        x, y, v = x - gamma * d_x, y - rho * d_y, v - rho * d_v
+        s = Soba().step(s)
+        for got, want in ((s.x, x), (s.y, y), (s.v, v)):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_converges_to_x_opt_on_stochastic_quadratic():

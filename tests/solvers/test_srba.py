@@ -1,6 +1,7 @@
 """SRBA against the closed-form quadratic (T1): full-batch recursion = SOBA, cost, convergence."""
 import dataclasses
 import functools
+import math
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ import torch
 from solvers.srba import Srba, SrbaHP
 
 import quadhelpers
-from quadhelpers import D64, deterministic_radius, full_directions, phi_minimizer, starter, wrong_target
+from quadhelpers import (D64, SpyOracles, deterministic_radius, full_directions, make_oracles, phi_minimizer,
+                         starter, wrong_target)
 
 make_problem = functools.partial(quadhelpers.make_problem, p=4, d=3, n=8)
 start = starter(Srba, clone=True)
@@ -61,6 +63,56 @@ def test_restart_discards_the_recursion():
     s1 = Srba().step(s)
     torch.testing.assert_close(s1.y, s.y - 0.3 * d_y, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(s1.hypergrad, d_x, rtol=1e-10, atol=1e-10)
+
+
+def test_recursion_reuses_one_batch_at_both_points():
+    """n = 2, batch 1, k = 1 (after the full restart at k = 0): D^1 = D_{i,j}(z_1) - D_{i,j}(z_0)
+    + D^0 with the SAME drawn samples i (inner) and j (outer) at z_1 and z_0 (the paper's
+    recursion and the authors' code), D^0 = D(z_0) from the mean matrices, D_{i,j} computed here
+    from one-sample oracles (float64 -> 1e-12). Fresh batches at the old point fail: the
+    sampler's next block is the other sample, whose matrices differ."""
+    prob = make_problem(n=2)
+    m = prob.mean_matrices()
+    o, s0 = start(prob, SrbaHP(inner_lr=0.3, outer_lr=0.2, period=100, batch_size=1),
+                  oracles_cls=SpyOracles)
+    s1 = Srba().step(s0)
+    o.seen.clear()
+    s2 = Srba().step(s1)
+    i = next(key for kind, key, _ in o.seen if kind == "grad_g")       # the batch at z_1
+    j = next(key for kind, key, _ in o.seen if kind == "grad_f")
+    ref = make_oracles(prob)
+
+    def one(x, y, v):
+        fx, fy = ref.grad_f(x, y, slice(*j))
+        return (ref.grad_g(x, y, slice(*i)), ref.hvp(x, y, v, slice(*i)) + fy,
+                ref.cross(x, y, v, slice(*i)) + fx)
+    d0 = full_directions(m, s0.x, s0.y, s0.v)
+    d1 = [a - b + c for a, b, c in zip(one(s1.x, s1.y, s1.v), one(s0.x, s0.y, s0.v), d0)]
+    for got, want in ((s2.y, s1.y - 0.3 * d1[0]), (s2.v, s1.v - 0.3 * d1[1]),
+                      (s2.x, s1.x - 0.2 * d1[2])):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_projection_closed_form_full_batch():
+    """n = 1 (full batch: the recursion telescopes to D(z_k)), radius R active at every step:
+    v_{k+1} = Pi_R(v_k - rho D_v(z_k)) = R u / ||u|| (u the unprojected step), y and x take plain
+    steps, and the next D(z_k) reads the projected v_k (also as the recursion's previous point).
+    Three steps against the closed form (float64 -> 1e-12). No projection (the authors' code,
+    our default R = inf) or projecting v before the step fails."""
+    assert SrbaHP().v_radius == math.inf
+    prob = make_problem(n=1)
+    m = prob.mean_matrices()
+    x, y, v = prob.x0, prob.y0, torch.zeros(3, dtype=D64)
+    radius = 0.05 * 0.3 * float(full_directions(m, x, y, v)[1].norm())
+    _, s = start(prob, SrbaHP(inner_lr=0.3, outer_lr=0.2, period=100, batch_size=8, v_radius=radius))
+    for _ in range(3):
+        d_y, d_v, d_x = full_directions(m, x, y, v)
+        u = v - 0.3 * d_v
+        assert float(u.norm()) > 2 * radius                     # the projection is active
+        x, y, v = x - 0.2 * d_x, y - 0.3 * d_y, radius * u / u.norm()
+        s = Srba().step(s)
+        for got, want in ((s.x, x), (s.y, y), (s.v, v)):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_projection_keeps_v_in_the_ball():
