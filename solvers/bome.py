@@ -37,12 +37,14 @@ written lam = relu(eta - <grad f, grad q> / (||grad q||^2 + eps))); the hpo scri
 phi = "value"; u1 = 0.1 by default and 0.1, 0.5, 0.9 in grid.py for data cleaning; 1.0 by default
 and 1e-4 in grid.py for l2reg). (2) They divide by ||grad q||^2 + eps (1e-8; 1e-4 in
 toy_convergence.py); we divide exactly and set lam = 0 at grad q = 0 (where the toy form reports
-lam = eta, same step). (3) Separate steps for the inner and outer variables (x_lr, w_lr: 0.05 and
-0.05 in toy_convergence.py, 0.5 and 0.5 in toy_lls.py, 0.01 and 10 to 1000 in hpo); ours one xi for
-both, the paper's. (4) hpo: SGD momentum 0.9 on the joint step, and on the inner steps unless
---x_momentum 0 (grid.py passes 0 for BOME); ours plain GD. (5) Projections: data_cleaning.py clamps
-the outer weights to [0, 1], toy_adv.py and toy_lls.py clamp the inner variable (joint and inner
-steps) to a box; ours unconstrained. The same as ours: T inner steps restarted from y_k, y^T
+lam = eta, same step). (3) Separate step sizes for the joint step's inner and outer blocks and for
+the inner GD (x_lr, w_lr, xhat_lr: 0.05 each in toy_convergence.py and toy_adv.py, 0.5 each in
+toy_lls.py, 0.01, 10 to 1000 and 0.01 in grid.py for data cleaning, 100 each for l2reg); ours one
+xi for both blocks (the paper's) and alpha for the inner GD. (4) hpo: SGD momentum 0.9 on the joint
+step, and on the inner steps unless --x_momentum 0 (grid.py passes 0 for BOME); ours plain GD. (5)
+Projections: data_cleaning.py clamps the outer weights to [0, 1], toy_adv.py and toy_lls.py clamp
+the inner variable (joint and inner steps) to a box; ours unconstrained. The same as ours: T = 10
+(toy scripts and hpo defaults; grid.py also tries 1, 5, 20) inner steps restarted from y_k, y^T
 detached (not differentiated through), grad f and grad q at (x_k, y_k), one simultaneous step of
 both blocks.
 
