@@ -1,10 +1,6 @@
 """BOME: bilevel optimization made easy, a first-order value-function method with a dynamic barrier.
 
-Liu, Ye, Wright, Stone, Liu, "BOME! Bilevel Optimization Made Easy: A Simple First-Order
-Approach", NeurIPS 2022, Algorithm 1, https://arxiv.org/abs/2209.08709. Deterministic
-(full-batch oracles), as in the paper's analysis.
-
-Per step k, at (x_k, y_k):
+Per step k, at (x_k, y_k) (deterministic, full-batch oracles, as in the paper's analysis):
 
     y^0 = y_k,  y^t = y^{t-1} - alpha grad_y g(x_k, y^{t-1}),  t = 1..T    (y^T: a constant)
     q(x, y) = g(x, y) - g(x, y^T)
@@ -16,12 +12,46 @@ Per step k, at (x_k, y_k):
 
 Symbols -> BomeHP fields: T = inner_steps, alpha = inner_lr, xi = lr, eta = eta, phi choice =
 phi. Cost per step: T + 2 grad_g (T inner steps, (grad_x g, grad_y g) at y_k with wrt="xy",
-grad_x g at y^T) + 1 grad_f; phi = "value" adds 2 g calls.
-Defaults: T = 10, eta = 0.5 (the paper's defaults); the paper tunes alpha and xi per task,
-alpha = xi = 0.1 are ours (as in the public benchopt benchmark's BOME).
-Deviations from the paper: none in the update. hypergrad is the x-part of the update
-direction grad_x f + lam grad_x q, BOME's stand-in for grad Phi; the guard lam = 0 when
-grad q = 0 (the inner problem is solved at y_k) makes the step a plain gradient step on f.
+grad_x g at y^T) + 1 grad_f; phi = "value" adds 2 g calls. hypergrad is the x-part of the
+update direction, grad_x f + lam grad_x q, BOME's stand-in for grad Phi.
+Defaults: T = 10, eta = 0.5 (ALGORITHMS.md's paper defaults; the authors' toy scripts use the
+same); alpha = xi = 0.1 are ours (the benchopt benchmark's BOME uses 0.1 for the inner steps and
+both blocks).
+
+Paper: Liu, Ye, Wright, Stone, Liu, "BOME! Bilevel Optimization Made Easy: A Simple First-Order
+Approach", NeurIPS 2022 (arXiv lists Ye first), Algorithm 1, https://arxiv.org/abs/2209.08709. Its
+text could not be retrieved here: the stored copies hold the abstract and a third-party summary
+(papayiv.github.io/2026/04/21/bome.html: Algorithm 1's inputs (v_0, theta_0), xi, T, eta and the
+reformulation q = g - g* <= 0); the box above follows that summary, ALGORITHMS.md and the authors'
+code, with (v, theta) = (x, y).
+
+Official code: https://github.com/Cranial-XIX/BOME (read at 24e27a3), bilevel_descent_bome in
+toy/toy_convergence.py, toy/toy_adv.py and toy/toy_lls.py; BOME in hpo/data_cleaning.py and
+hpo/l2reg.py; settings in hpo/grid.py.
+
+Deviations from the paper: none in the update. lam = 0 when grad q = 0, where the paper's quotient
+is undefined (the step is then a gradient step on f whatever lam is).
+
+Deviations from the official code: (1) phi: the toy scripts use eta ||grad q||^2 (our default,
+written lam = relu(eta - <grad f, grad q> / (||grad q||^2 + eps))); the hpo scripts use u1 q (our
+phi = "value"; u1 = 0.1 by default and 0.1, 0.5, 0.9 in grid.py for data cleaning; 1.0 by default
+and 1e-4 in grid.py for l2reg). (2) They divide by ||grad q||^2 + eps (1e-8; 1e-4 in
+toy_convergence.py); we divide exactly and set lam = 0 at grad q = 0 (where the toy form reports
+lam = eta, same step). (3) Separate step sizes for the joint step's inner and outer blocks and for
+the inner GD (x_lr, w_lr, xhat_lr: 0.05 each in toy_convergence.py and toy_adv.py, 0.5 each in
+toy_lls.py, 0.01, 10 to 1000 and 0.01 in grid.py for data cleaning, 100 each for l2reg); ours one
+xi for both blocks (the paper's) and alpha for the inner GD. (4) hpo: SGD momentum 0.9 on the joint
+step, and on the inner steps unless --x_momentum 0 (grid.py passes 0 for BOME); ours plain GD. (5)
+Projections: data_cleaning.py clamps the outer weights to [0, 1], toy_adv.py and toy_lls.py clamp
+the inner variable (joint and inner steps) to a box; ours unconstrained. The same as ours: T = 10
+(toy scripts and hpo defaults; grid.py also tries 1, 5, 20) inner steps restarted from y_k, y^T
+detached (not differentiated through), grad f and grad q at (x_k, y_k), one simultaneous step of
+both blocks.
+
+Pinned by: solvers/test_bome.py::test_scalar_step_by_hand_against_other_readings,
+solvers/test_bome.py::test_inner_loop_restarts_from_y_k_each_step,
+solvers/test_bome.py::test_one_step_matches_closed_form,
+solvers/test_bome.py::test_phi_value_variant, solvers/test_bome.py::test_zero_grad_q_guard
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """BSA: bilevel stochastic approximation with a randomly truncated Neumann hypergradient.
 
-Ghadimi, Wang, "Approximation Methods for Bilevel Programming", arXiv preprint, 2018,
-Algorithm 2 (BSA), https://arxiv.org/abs/1802.02246.
-
 Per outer step k, with fresh minibatches for every oracle call:
 
     y^0 = y_{k-1} (warm start),  y^{t+1} = y^t - beta grad_y g_{B_t}(x_k, y^t),  t < T    (inner SGD)
@@ -20,10 +17,31 @@ Cost per step: T grad_g + 1 grad_f + q hvp (mean (N-1)/2) + 1 cross, each on bat
 Defaults: the benchopt bilevel benchmark's BSA (benchmark_bilevel, solvers/bsa.py): step 0.1
 (inner, outer and Hessian series), T = 10, N = 10, batch 64, outer step ~ k^{-1/2} (the
 paper's nonconvex rate, alpha_k ~ 1/sqrt(K)).
-Deviations from the paper: T, beta and N are fixed (the paper grows t_k ~ sqrt(k) inner steps
-with steps 2/(mu_g (t+2)) and sets N from the accuracy); alpha_k decays as (k+1)^{-1/2} instead of
-the horizon-dependent constant 1/sqrt(K); no projection (X = R^p). (Not reproduced from
-benchmark_bilevel: it takes the outer step before the inner loop and decays the inner step.)
+
+Paper: Ghadimi, Wang, "Approximation Methods for Bilevel Programming", arXiv preprint 1802.02246,
+2018, Algorithm 2 (BSA), https://arxiv.org/abs/1802.02246. Only its abstract and the start of its
+introduction could be retrieved here (ar5iv copy): the box above, the algorithm number and the step
+rules quoted below are this adapter's earlier reading, with ALGORITHMS.md (random truncation level)
+and benchmark_bilevel's reimplementation (whose hia_jax cites the paper's Algorithm 3 for the
+Hessian-inverse estimate), unverified against the paper's text.
+
+Official code: none public (none found in the code, issue and web indexes searched here).
+
+Deviations from the paper: T, beta and N are fixed (the paper grows t_k ~ sqrt(k) inner steps with
+steps 2/(mu_g (t+2)) and sets N from the accuracy); alpha_k decays as (k+1)^{-1/2} instead of the
+horizon-dependent constant 1/sqrt(K); no projection (X = R^p); one batch size for every oracle.
+
+Deviations from the official code: none public. Differences from the benchopt benchmark's BSA
+(benchopt/benchmark_bilevel at 3ad65dc, solvers/bsa.py with
+benchmark_utils/hessian_approximation.py hia_jax and sgd_inner.py): (1) it takes the outer step
+before the inner loop, so its first hypergradient is at the initial y_0 (ours after a first inner
+loop at x_0); (2) its inner step decays as (k+1)^{-1/2} in the outer counter k (ours a constant
+beta). The same as ours: warm start, q ~ U{0..N-1} with the factor N eta, a fresh inner batch for
+every Hessian factor and for J, a constant eta, the outer step (k+1)^{-1/2}.
+
+Pinned by: solvers/test_bsa.py::test_random_truncation_is_unbiased_for_n_term_series,
+solvers/test_bsa.py::test_full_batch_steps_are_exact,
+solvers/test_random_neumann.py::test_every_inner_oracle_call_draws_its_own_batch[bsa]
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """SUSTAIN: single-loop stochastic bilevel method with STORM momentum on both levels.
 
-Khanduri, Zeng, Hong, Wai, Wang, Yang, "A Near-Optimal Algorithm for Stochastic Bilevel
-Optimization via Double-Momentum", NeurIPS 2021, Algorithm 1 (SUSTAIN),
-https://arxiv.org/abs/2102.07367.
-
 Per step k, with an inner batch B and Ghadimi-Wang batches B' = (q, D_F, D_G, B_1..B_q), each
 used at BOTH points (x_k, y_k) and (x_{k-1}, y_{k-1}) (one stacked oracle call per batch):
 
@@ -21,10 +17,39 @@ w = schedule_w, c_f = c_f, c_g = c_g, eta = hessian_lr, N = neumann_n, |B| = |D_
 |B_j| = batch_size. Cost per step (k >= 1): 2 grad_g + 2 grad_f + 2q hvp + 2 cross (k = 0: half).
 Defaults: the benchopt bilevel benchmark's SUSTAIN (benchmark_bilevel, solvers/sustain.py):
 steps 0.1 decaying as k^{-1/3}, momentum weight 0.5 decaying as k^{-2/3} (c = 0.5, w = 1),
-Hessian-series step 0.1, 10 Neumann terms, batch 64; exponents 1/3, 2/3 from Theorem 1.
-Deviations from the paper: none intended (no projection, X = R^p; w is a fixed constant).
-The previous point starts at (x_0, y_0) and the first directions are plain estimates (not
-zero, the benchmark's choice, which biases the first directions).
+Hessian-series step 0.1, 10 Neumann terms, batch 64; exponents 1/3, 2/3 as this adapter cites
+the paper's Theorem 1 (not checked against its text, see Paper).
+
+Paper: Khanduri, Zeng, Hong, Wai, Wang, Yang, "A Near-Optimal Algorithm for Stochastic Bilevel
+Optimization via Double-Momentum", NeurIPS 2021, Algorithm 1 (SUSTAIN),
+https://arxiv.org/abs/2102.07367. Only its abstract could be retrieved here (single timescale,
+momentum-assisted estimators on both levels, O(eps^{-3/2}) iterations of O(1) samples); the box
+above, the weight index (eta_{k+1} = c alpha_k^2, i.e. a_{k-1}^2 for the k-th recursion) and the
+step constants are this adapter's earlier reading (ALGORITHMS.md only names the method), unverified
+against the paper's text.
+
+Official code: none public (none found in the code, issue and web indexes searched here).
+
+Deviations from the paper: none intended (no projection, X = R^p; w is a fixed constant; one batch
+size for every oracle). The weights are capped at 1 (min(1, .)), a guard that keeps the old
+direction's weight nonnegative when c a_{k-1}^2 > 1; whether the theorem's constants already
+exclude that could not be checked.
+
+Deviations from the official code: none public. Differences from the benchopt benchmark's SUSTAIN
+(benchopt/benchmark_bilevel at 3ad65dc, solvers/sustain.py with
+benchmark_utils/hessian_approximation.py joint_hia_jax): (1) its previous point and both directions
+start at zero and the recursion runs from k = 0 (ours: plain estimates at (x_0, y_0) and the
+previous point (x_0, y_0)), which biases the first directions; (2) its weight is eta / (k+1)^{2/3}
+on the step's own index, a_k^2 where ours uses a_{k-1}^2; (3) one weight for both levels (c_g =
+c_f); (4) its J uses the y-gradient's batch B at both points, ours a fresh D_G (shared by both
+points); (5) its steps are 0.1 / (k+1)^{1/3}, ours alpha / (w + k)^{1/3} (the same at w = 1). The
+same as ours: every batch and the level q shared by the two points, a constant eta.
+
+Pinned by: solvers/test_sustain.py::test_full_batch_directions_and_steps_are_exact,
+solvers/test_sustain.py::test_recursion_at_identical_points_is_a_convex_combination,
+solvers/test_sustain.py::test_same_batches_at_current_and_previous_point_and_previous_starts_at_x0_y0,
+solvers/test_sustain.py::test_momentum_weights_are_capped_at_one,
+solvers/test_random_neumann.py::test_every_inner_oracle_call_draws_its_own_batch[sustain]
 """
 from __future__ import annotations
 

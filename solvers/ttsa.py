@@ -1,9 +1,5 @@
 """TTSA: two-timescale stochastic approximation for bilevel optimization (single loop).
 
-Hong, Wai, Wang, Yang, "A Two-Timescale Stochastic Algorithm Framework for Bilevel
-Optimization: Complexity Analysis and Application to Actor-Critic", SIAM J. Optim. 33(1), 2023,
-Algorithm 1 (TTSA), https://arxiv.org/abs/2007.05170.
-
 Per step k (fresh minibatches for every oracle call):
 
     y_{k+1} = y_k - beta_k grad_y g_B(x_k, y_k)
@@ -17,13 +13,36 @@ unbiased for the N-term Neumann series eta sum_{q<N} (I - eta H)^q (the paper: e
 N = t_max(k)). Symbols -> TtsaHP fields: alpha = outer_lr, beta = inner_lr, 3/5 = outer_decay,
 2/5 = inner_decay, eta = hessian_lr, N = neumann_n, |B| = |D_F| = |D_G| = |B_j| = batch_size.
 Cost per step: 1 grad_g + 1 grad_f + q hvp (mean (N-1)/2) + 1 cross, each on batch_size samples.
-Defaults: exponents 3/5 and 2/5 from the paper's nonconvex analysis (alpha ~ K^{-3/5},
-beta ~ K^{-2/5}); constants from the benchopt bilevel benchmark's TTSA (benchmark_bilevel,
+Defaults: exponents 3/5 and 2/5 from the paper's weakly convex case, rate O(K^{-2/5}) (alpha ~
+K^{-3/5}, beta ~ K^{-2/5}); constants from the benchopt bilevel benchmark's TTSA (benchmark_bilevel,
 solvers/ttsa.py): step 0.1 for both levels and the Hessian series, 10 Neumann terms, batch 64.
+
+Paper: Hong, Wai, Wang, Yang, "A Two-Timescale Stochastic Algorithm Framework for Bilevel
+Optimization: Complexity Analysis and Application to Actor-Critic", SIAM J. Optim. 33(1), 2023,
+Algorithm 1 (TTSA), https://arxiv.org/abs/2007.05170. Only its abstract could be retrieved here (it
+states the inner SGD step with the larger step size, the projected outer step with the smaller one,
+and the O(K^{-2/5}) stationarity for a weakly convex outer problem); the box above, the estimator's
+constants and N = t_max(k) are this adapter's earlier reading, shared by benchmark_bilevel's
+reimplementation (ALGORITHMS.md only names the method), unverified against the paper's text. Hence
+the point of h_k is not settled from the text either: we keep (x_k, y_{k+1}), after the y step (as
+benchmark_bilevel does); the other reading, (x_k, y_k), fails the first two tests below.
+
+Official code: none public (none found in the code, issue and web indexes searched here).
+
 Deviations from the paper: the theorem's horizon-dependent constant steps c K^{-3/5}, c K^{-2/5}
-are replaced by the anytime decays (k+1)^{-3/5}, (k+1)^{-2/5}; no projection (X = R^p); N is
-fixed (not grown with k). (Not reproduced from benchmark_bilevel: it reuses the y-step batch
-for J; here every batch is fresh.)
+are replaced by the anytime decays (k+1)^{-3/5}, (k+1)^{-2/5}; no projection (X = R^p); N is fixed
+(not grown with k); one batch size for every oracle.
+
+Deviations from the official code: none public. Differences from the benchopt benchmark's TTSA
+(benchopt/benchmark_bilevel at 3ad65dc, solvers/ttsa.py with
+benchmark_utils/hessian_approximation.py hia_jax): its J reuses the y step's inner batch B, ours
+draws a fresh D_G. The same as ours: the y step first, h_k at (x_k, y_{k+1}), steps 0.1 /
+(k+1)^{2/5} and 0.1 / (k+1)^{3/5}, a constant eta, q ~ U{0..N-1} with the factor N eta, a fresh
+inner batch per Hessian factor.
+
+Pinned by: solvers/test_ttsa.py::test_hypergradient_is_unbiased_at_the_new_inner_point,
+solvers/test_ttsa.py::test_full_batch_steps_are_exact,
+solvers/test_random_neumann.py::test_every_inner_oracle_call_draws_its_own_batch[ttsa]
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""BOME against the closed-form quadratic (T1): one update, guard, stationarity, cost, HPs."""
+"""BOME against the closed-form quadratic (T1): one update, scalar steps by hand against the other
+readings (phi = eta q, y^T differentiated, gradients at y^T, eps in the quotient, warm-started
+inner loop), guard, stationarity, cost, HPs."""
 import dataclasses
 import functools
 
@@ -71,6 +73,80 @@ def test_phi_value_variant():
     s1 = Bome().step(s)
     assert s1.lam == pytest.approx(lam, rel=1e-10, abs=1e-12)
     torch.testing.assert_close(s1.x, x - 0.1 * (fx + lam * qx), rtol=1e-10, atol=1e-12)
+
+
+def scalar_problem():
+    """p = d = 1, n = 1: g = A y^2 / 2 + C x y + a y + r x (K = 0), f = F y^2 / 2 + E x y + b y + c x
+    (G = 0); returns the problem and its scalar coefficients."""
+    prob = make_problem(p=1, d=1, mu_g=0.5, L_g=1.0, cross_scale=1.0)
+    return prob, {k: float(v) for k, v in prob.mean_matrices().items()}
+
+
+def scalar_parts(m, x, y, y0, alpha, T):
+    """By hand: y^T (T GD steps on g(x, .) from y0, a constant), grad q = (C (y - y^T), A y + C x + a),
+    grad f = (E y + c, F y + E x + b) at (x, y), and q = g(x, y) - g(x, y^T)."""
+    A, C, a = m["A"], m["C"], m["a"]
+    y_star = -(C * x + a) / A
+    y_t = y_star + (1 - alpha * A) ** T * (y0 - y_star)
+    q = 0.5 * A * (y * y - y_t * y_t) + (C * x + a) * (y - y_t)
+    return y_t, (C * (y - y_t), A * y + C * x + a), (m["E"] * y + m["c"], m["F"] * y + m["E"] * x + m["b"]), q
+
+
+def barrier_step(x, y, grad_f, grad_q, phi, xi, eps=0.0):
+    """(x, y) - xi (grad f + lam grad q) with lam = max(phi - <grad f, grad q>, 0) / (||grad q||^2 + eps)."""
+    (fx, fy), (qx, qy) = grad_f, grad_q
+    lam = max(phi - (fx * qx + fy * qy), 0.0) / (qx * qx + qy * qy + eps)
+    return x - xi * (fx + lam * qx), y - xi * (fy + lam * qy), lam
+
+
+def test_scalar_step_by_hand_against_other_readings():
+    """p = d = 1, n = 1, one step from (x0, y0) = (-2, 0) with the barrier active (lam ~ 1.39):
+    phi = eta ||grad q||^2, grad f and grad q at (x_k, y_k), y^T a constant, exact division.
+    Each other reading moves (x, y) by more than 1e-3 or changes lam: phi = eta q (the authors'
+    hpo scripts), grad q differentiated through the T steps (dy^T/dx = -(C / A)(1 - r^T),
+    dy^T/dy = r^T, r = 1 - alpha A), grad f and grad q at (x_k, y^T), and ||grad q||^2 + 1e-8 in
+    the denominator (the authors' hpo and toy scripts; lam only, by ~3e-8)."""
+    prob, m = scalar_problem()
+    alpha, T, xi, eta = 0.4, 2, 0.3, 0.5
+    _, s = start(prob, BomeHP(inner_steps=T, inner_lr=alpha, lr=xi, eta=eta))
+    x, y = float(s.x), float(s.y)
+    y_t, gq, gf, q = scalar_parts(m, x, y, y, alpha, T)
+    q_sq = gq[0] ** 2 + gq[1] ** 2
+    x1, y1, lam = barrier_step(x, y, gf, gq, eta * q_sq, xi)
+    s1 = Bome().step(s)
+    assert lam > 1.0
+    assert (float(s1.x), float(s1.y), s1.lam) == pytest.approx((x1, y1, lam), rel=1e-12, abs=1e-12)
+    r_t = (1 - alpha * m["A"]) ** T
+    gy_t = m["A"] * y_t + m["C"] * x + m["a"]                    # grad_y g(x, y^T)
+    gq_through = (gq[0] + m["C"] / m["A"] * (1 - r_t) * gy_t, gq[1] - r_t * gy_t)
+    _, gq_at_t, gf_at_t, _ = scalar_parts(m, x, y_t, y, alpha, T)   # gradients at (x_k, y^T)
+    readings = {"phi = eta q": barrier_step(x, y, gf, gq, eta * q, xi),
+                "through y^T": barrier_step(x, y, gf, gq_through, eta * sum(v * v for v in gq_through), xi),
+                "at y^T": barrier_step(x, y, gf_at_t, gq_at_t, eta * sum(v * v for v in gq_at_t), xi)}
+    for name, (xw, yw, _) in readings.items():
+        assert abs(float(s1.x) - xw) + abs(float(s1.y) - yw) > 1e-3, name
+    lam_eps = barrier_step(x, y, gf, gq, eta * q_sq, xi, eps=1e-8)[2]
+    assert abs(s1.lam - lam_eps) > 1e3 * abs(s1.lam - lam)
+
+
+def test_inner_loop_restarts_from_y_k_each_step():
+    """Two scalar steps by hand: the second step's T inner GD steps start from y_1 (the joint
+    step's y), as in the paper's box and the authors' code (xhat = x before the inner loop); a
+    warm start from the first step's y^T moves (x_2, y_2) elsewhere."""
+    prob, m = scalar_problem()
+    alpha, T, xi, eta = 0.4, 2, 0.3, 0.5
+    _, s = start(prob, BomeHP(inner_steps=T, inner_lr=alpha, lr=xi, eta=eta))
+
+    def by_hand(x, y, y0):
+        y_t, gq, gf, _ = scalar_parts(m, x, y, y0, alpha, T)
+        return y_t, barrier_step(x, y, gf, gq, eta * (gq[0] ** 2 + gq[1] ** 2), xi)
+
+    y_t0, (x1, y1, _) = by_hand(float(s.x), float(s.y), float(s.y))
+    _, (x2, y2, _) = by_hand(x1, y1, y1)
+    _, (xw, yw, _) = by_hand(x1, y1, y_t0)                      # warm start from y^T of step 1
+    s2 = Bome().step(Bome().step(s))
+    assert (float(s2.x), float(s2.y)) == pytest.approx((x2, y2), rel=1e-12, abs=1e-12)
+    assert abs(x2 - xw) + abs(y2 - yw) > 1e-3
 
 
 def test_zero_grad_q_guard():

@@ -1,6 +1,6 @@
 """SUSTAIN against the closed-form quadratic (T1): exact full-batch directions and steps, the STORM
 recursion at identical points, same batches (and truncation level) at both points, previous
-point starting at (x0, y0), convergence."""
+point starting at (x0, y0), momentum weights capped at 1, convergence."""
 import dataclasses
 
 import pytest
@@ -97,6 +97,25 @@ def test_same_batches_at_current_and_previous_point_and_previous_starts_at_x0_y0
             assert set(pts) == {cur, prev} and pts.count(cur) == pts.count(prev)
         n_hvp = sum(1 for c in o.seen if c[0] == "hvp")     # one stacked call per factor: same q
         assert n_hvp < 4 and sum(1 for c in o.seen if c[0] == "cross") == 1
+
+
+def test_momentum_weights_are_capped_at_one():
+    """n = 1, c_f = c_g = 5, w = 1: eta_1 = min(1, 5 a_0^2) = 1, so the second direction is the plain
+    estimate h^f_1 = hbar_{q_1}(x_1, y_1). The uncapped weight 5 gives h^f_1 = hbar_{q_1}(x_1, y_1)
+    - 4 (h^f_0 - hbar_{q_1}(x_0, y_0)), which differs because q_0 != q_1 (replayed: 1 and 3)."""
+    prob = make_problem(p=5, d=4)
+    m = prob.mean_matrices()
+    hp = SustainHP(schedule_w=1.0, c_g=5.0, c_f=5.0, hessian_lr=0.6, neumann_n=5, batch_size=8)
+    _, s0, gen = start(prob, hp)
+    levels = replay(gen)
+    q0, q1 = (int(torch.randint(5, (1,), generator=levels)) for _ in range(2))
+    assert q0 != q1
+    s1 = Sustain().step(s0)
+    s2 = Sustain().step(s1)
+    capped = level_hypergrad(m, s1.x, s1.y, 0.6, 5, q1)
+    uncapped = capped - 4 * (s1.hf - level_hypergrad(m, s0.x, s0.y, 0.6, 5, q1))
+    torch.testing.assert_close(s2.hf, capped, rtol=1e-10, atol=1e-10)
+    assert (s2.hf - uncapped).abs().max() > 1e-3
 
 
 def test_converges_on_stochastic_quadratic():
