@@ -34,10 +34,17 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
     versions = " ".join(env.loc[env.field == "versions", "value"].astype(str)).replace(",", "").split()
     torch_v = versions[versions.index("torch") + 1] if "torch" in versions else "?"
     n_runs = int(summary.seeds_run.sum())
+    between = " ".join(env.loc[env.field == "runs between", "value"].astype(str))
+    status = {k: int(summary[f"seeds_{k}"].sum()) for k in ("finished", "diverged", "failed", "timeout")}
+    bad = [f"{r.solver} on {r.problem} ({r.seeds_diverged} of {r.seeds_run})"
+           for r in board.itertuples() if r.seeds_diverged]
     lines = [f"Made by `python -m bench run --suite all` ({n_runs} runs, {board.problem.nunique()} problems, "
              f"{summary.solver.nunique()} solvers, 3 seeds) at commit {commits}, torch {torch_v}, on the "
              "2-core CPU reference machine; `python benchmarks/readme_results.py` wrote this block from "
              "`results/all/*.csv`.", "",
+             "Runs: " + ", ".join(f"{v} {k}" for k, v in status.items())
+             + (f" (diverged: {'; '.join(bad)})" if bad else "") + f"; runs started between {between.replace('T', ' ')}.",
+             "",
              "Across problems (target 50: halfway, in decades, from the start value to the best value any "
              "solver reached; score: mean over problems of best time / own time to the target, 0 when not "
              "reached; profile: share of problems solved within 2x the fastest solver's time):", "",

@@ -50,8 +50,8 @@ authors' synthetic script.
 Deviations from the official code: one call of their update() is one pass (T y-steps, one x-step,
 then the tolerance test at the new point), as one step is here with M = 1; our test uses the
 gradient of the x-step (the point before it), which needs no extra oracle call, and the
-multiplier update uses grad_y g there. Their test compares (||grad_x P||^2)^2 + (||grad_y P||^2)^2 with eps^2 (squares of
-squared norms); ours ||grad_x P||^2 + ||grad_y P||^2 <= eps^2. They descend with Adam
+multiplier update uses grad_y g there. Their test compares (||grad_x P||^2)^2 + (||grad_y P||^2)^2
+with eps^2 (squares of squared norms); ours ||grad_x P||^2 + ||grad_y P||^2 <= eps^2. They descend with Adam
 (opt = "adam" here: two Adam states, x and y, whose learning rates shrink with the steps) and
 add lam g (lam_0 = 10) to the y-objective only (lam0 = 10 here); the multiplier is always on
 (use_multiplier = True). Their data-denoising scripts shrink eps, lam and the learning rates by
