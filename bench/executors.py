@@ -54,7 +54,7 @@ from bench.errors import InputError
 from bench.oracles import uses_torch_func
 from bench.runner import RunResult, build, execute, git_commit
 from bench.spec import RunSpec
-from bench.store import Store
+from bench.store import Status, Store
 
 EXECUTORS = ("process", "serial", "ray")
 ELSEWHERE = "elsewhere"          # outcome of a spec left to another suite process
@@ -65,7 +65,7 @@ RAY_START = 60.0                 # seconds a Ray task may take to start (worker 
 class Outcome:
     run_id: str
     label: str
-    status: str
+    status: str                  # a Status, or ELSEWHERE
     reason: str = ""
 
 
@@ -180,8 +180,7 @@ def _worker(conn, results_dir: str, warmup: int, threads: int, timeout: Optional
         msg = conn.recv()
         if msg is None:
             return
-        spec = RunSpec.from_dict(msg)
-        result = execute(spec, warmup=warmup, threads=threads, timeout=timeout)
+        result = execute(msg, warmup=warmup, threads=threads, timeout=timeout)   # a RunSpec
         store.write(result)
         conn.send((result.status, result.meta.get("reason", "")))
 
@@ -253,7 +252,7 @@ def warm_parent(specs: list[RunSpec]) -> None:
         git_commit()
         built, func = set(), False
         for spec in specs:
-            key = (spec.problem, repr(sorted(spec.problem_params.items())), spec.dtype, spec.device)
+            key = (spec.problem, repr(spec.params), spec.dtype, spec.device)
             if key not in built:
                 built.add(key)
                 try:
@@ -311,7 +310,7 @@ def _pool(specs, store, jobs, warmup, threads, timeout, on_done, on_tick, interr
                     slot = _Slot(ctx, str(store.root), warmup, threads, timeout)
                     slots.append(slot)
                 slot.spec, slot.started = spec, time.monotonic()
-                slot.conn.send(spec.to_dict())
+                slot.conn.send(spec)
             busy = [s for s in slots if s.spec is not None]
             if not busy:
                 break
@@ -326,10 +325,10 @@ def _pool(specs, store, jobs, warmup, threads, timeout, on_done, on_tick, interr
                 if not slot.proc.is_alive():
                     slot.proc.join()
                     reason = _death(slot.proc.exitcode)
-                    finish(slot, "failed", reason, _lost(slot.spec, "failed", reason))
+                    finish(slot, Status.FAILED, reason, _lost(slot.spec, Status.FAILED, reason))
                 elif time.monotonic() - slot.started > hard_limit(timeout):
                     slot.stop(kill=True)
-                    finish(slot, "timeout", _killed(timeout), _lost(slot.spec, "timeout", _killed(timeout)))
+                    finish(slot, Status.TIMEOUT, _killed(timeout), _lost(slot.spec, Status.TIMEOUT, _killed(timeout)))
             if on_tick:
                 on_tick()
     finally:
@@ -364,8 +363,8 @@ def check_ray(address: Optional[str]) -> None:
                          "valid: the address printed by `ray start --head`") from None
 
 
-def _ray_task(spec: dict, warmup: int, threads: int, timeout: Optional[float]) -> RunResult:
-    return execute(RunSpec.from_dict(spec), warmup=warmup, threads=threads, timeout=timeout)
+def _ray_task(spec: RunSpec, warmup: int, threads: int, timeout: Optional[float]) -> RunResult:
+    return execute(spec, warmup=warmup, threads=threads, timeout=timeout)
 
 
 def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None, jobs: int = 2,
@@ -396,7 +395,7 @@ def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None
         while True:
             while len(running) < capacity and (spec := book.take()):
                 ref = task.options(max_retries=0, **spec.resources(threads)).remote(
-                    spec.to_dict(), warmup, threads, timeout)
+                    spec, warmup, threads, timeout)
                 running[ref] = (spec, time.monotonic())
             if not running:
                 break
@@ -406,14 +405,14 @@ def run_ray(specs: list[RunSpec], store: Store, *, address: Optional[str] = None
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    result = _lost(spec, "failed", f"ray task died: {exc}")
+                    result = _lost(spec, Status.FAILED, f"ray task died: {exc}")
                 book.done(spec, result.status, result.meta.get("reason", ""), result)
             for ref, (spec, started) in list(running.items()):
                 if time.monotonic() - started > hard_limit(timeout, RAY_START):
                     ray.cancel(ref, force=True)
                     del running[ref]
                     why = _killed(timeout, RAY_START)
-                    book.done(spec, "timeout", why, _lost(spec, "timeout", why))
+                    book.done(spec, Status.TIMEOUT, why, _lost(spec, Status.TIMEOUT, why))
             if on_tick:
                 on_tick()
     finally:

@@ -1,7 +1,7 @@
 """Leaderboards of a suite: pure functions of its stored run tables (see README "Leaderboard columns").
 
-``load(store, specs)`` reads every stored run of a suite once (meta.json, then table.csv checked
-against its SHA-256) into two frames: ``runs`` (one row per spec, status None when nothing is
+``load(store, specs)`` reads every stored run of a suite once, through the store's one reader
+(``Store.read``: meta.json, then table.csv checked against its SHA-256), into two frames: ``runs`` (one row per spec, status None when nothing is
 stored) and ``tables`` (the checkpoints of the runs with a result trace: finished or diverged).
 ``leaderboard`` gives one row per (problem label, solver label), ``summary`` one row per solver
 across problems (time-to-target scores and a performance profile), ``complexity`` the samples or
@@ -18,11 +18,8 @@ Nothing here imports a solver; problems are only asked for their ``main_metric``
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +28,9 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from bench.errors import InputError
 from bench.profiling import GPU_COLUMNS
+from bench.store import STATUSES, TRACED, write_atomic
 
-RESULT = ("finished", "diverged")          # runs with a trace that counts
-STATUSES = ("finished", "diverged", "failed", "timeout", "skipped")
 TARGETS = (25, 50, 75)                     # percent of the way from the start value to the best
 BEST_FLOOR = 1e-10                         # m* is taken >= 1e-10 m0 for the targets
 TAUS = (1, 2, 5, 10)                       # performance-profile factors
@@ -69,35 +64,6 @@ def is_metric(col: str) -> bool:
 
 
 # --------------------------------------------------------------------------- loading
-def _read(folder: Path) -> tuple[Optional[dict], Optional[tuple[list[str], np.ndarray]]]:
-    """(meta, (columns, values)) of one stored run; (None, None) when absent or not trustworthy.
-    The table is read (as floats; empty cells NaN) only for runs with a result trace."""
-    try:
-        with open(folder / "meta.json") as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError):
-        return None, None
-    if not isinstance(meta, dict) or meta.get("status") not in STATUSES:
-        return None, None
-    if meta["status"] not in RESULT:
-        return meta, None
-    try:
-        raw = (folder / "table.csv").read_bytes()
-    except OSError:
-        return None, None
-    if meta.get("table_sha256", None) not in (None, hashlib.sha256(raw).hexdigest()):
-        return None, None                                   # corrupted: not a result
-    lines = raw.decode().splitlines()
-    if len(lines) < 2:
-        return meta, None
-    try:                                                    # plain numeric CSV: ~20x faster than read_csv
-        values = np.array([[float(v) if v else NAN for v in line.split(",")] for line in lines[1:]])
-        return meta, (lines[0].split(","), values.reshape(len(lines) - 1, -1))
-    except ValueError:
-        frame = pd.read_csv(io.BytesIO(raw)).apply(pd.to_numeric, errors="coerce")
-        return meta, (list(frame.columns), frame.to_numpy(float))
-
-
 def main_metric(problem: str, columns: Iterable[str]) -> str:
     from bench.registry import resolve_problem
     try:
@@ -110,19 +76,19 @@ def load(store, specs, suite: str) -> Data:
     """Read the stored runs of ``specs`` (labels from the specs: the suite's, not the meta's)."""
     rows, blocks = [], {}                       # blocks: header -> (list of arrays, list of row index)
     for s in specs:
-        meta, table = _read(store.raw / s.run_id)
-        meta = meta or {}
+        run = store.read(s.run_id)
+        meta = run.meta if run.status else {}
         row = {"run_id": s.run_id, "problem": s.problem_label or s.problem,
                "solver": s.solver_label or s.solver, "problem_name": s.problem,
-               "solver_name": s.solver, "seed": s.seed, "status": meta.get("status"),
+               "solver_name": s.solver, "seed": s.seed, "status": run.status and run.status.value,
                "rss_start_mib": meta.get("rss_start_mib", NAN), "device": s.device,
                "started": meta.get("started"), "ended": meta.get("ended")}
         row.update({f: json.dumps(meta[f], sort_keys=True) if isinstance(meta.get(f), dict)
                     else meta.get(f) for f in ENV_FIELDS})
-        if table is not None:
-            arrays, owners = blocks.setdefault(tuple(table[0]), ([], []))
-            arrays.append(table[1])
-            owners.extend([len(rows)] * len(table[1]))
+        if run.status in TRACED and len(run.values):
+            arrays, owners = blocks.setdefault(run.columns, ([], []))
+            arrays.append(run.values)
+            owners.extend([len(rows)] * len(run.values))
         rows.append(row)
     runs = pd.DataFrame(rows, columns=["run_id", "problem", "solver", "problem_name", "solver_name",
                                        "seed", "status", "rss_start_mib", "device", "started",
@@ -235,7 +201,7 @@ def leaderboard(data: Data) -> pd.DataFrame:
             status = [r.status if isinstance(r.status, str) else None for r in grp]
             if not any(status):
                 continue
-            result = [r.run_id for r in grp if r.status in RESULT and r.run_id in where]
+            result = [r.run_id for r in grp if r.status in TRACED and r.run_id in where]
             done = [last[r.run_id] for r in grp if r.status == "finished" and r.run_id in where]
 
             def fin(col):
@@ -304,6 +270,23 @@ def summary(board: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def leaders(board: pd.DataFrame, n: int = 3, level: int = 50) -> pd.DataFrame:
+    """The ``n`` best solvers of each problem by median final main metric (lower is better; pairs
+    without a finished seed left out), with their median time to target ``level``: the short
+    leaderboard printed at the end of ``run``."""
+    rows = []
+    for problem, grp in board.groupby("problem", sort=False):
+        metric = grp.main_metric.iloc[0]
+        final = grp.get(f"final_{metric}_median", pd.Series(NAN, index=grp.index))
+        top = grp.assign(final=final).dropna(subset=["final"])
+        top = top.sort_values(["final", f"time_to_target{level}"], kind="stable").head(n)
+        rows += [{"problem": problem, "main_metric": metric, "rank": i + 1, "solver": r.solver,
+                  "final_median": r.final, f"time_to_target{level}": getattr(r, f"time_to_target{level}")}
+                 for i, r in enumerate(top.itertuples())]
+    return pd.DataFrame(rows, columns=["problem", "main_metric", "rank", "solver", "final_median",
+                                       f"time_to_target{level}"])
+
+
 # --------------------------------------------------------------------------- complexity
 def eps_grid(start: float, best: float, per_decade: int = 4) -> np.ndarray:
     """Values 10^(j / per_decade) in [best, start] (empty unless 0 < best <= start)."""
@@ -356,18 +339,6 @@ def fit_slope(eps, y, skip_decades: float = 1.0) -> Optional[tuple[float, float,
 
 
 # --------------------------------------------------------------------------- files
-def check_output(*folders: Path) -> None:
-    """InputError unless each folder exists as a writable folder or can be created (nothing made)."""
-    for folder in folders:
-        p = Path(folder)
-        if p.exists() and not p.is_dir():
-            raise InputError(f"output folder {folder}: exists and is not a folder")
-        while not p.exists():
-            p = p.parent
-        if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
-            raise InputError(f"output folder {folder}: {p} is not writable")
-
-
 def environment(runs: pd.DataFrame) -> pd.DataFrame:
     """Each environment field of the runs with a result, with its distinct values and counts."""
     rows = []
@@ -388,7 +359,4 @@ def environment(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, frame.to_csv(index=False))

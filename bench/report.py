@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import publish as pub
+from bench.store import write_atomic
 
 # condensed leaderboard shown per problem (the full table is in a collapsed block)
 BRIEF = ("solver", "seeds", "seeds_finished", "seeds_diverged", "seeds_failed", "seeds_timeout",
@@ -111,7 +112,4 @@ def render(data: pub.Data, board: pd.DataFrame, summ: pd.DataFrame, figures: dic
 
 
 def write(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text.encode("utf-8"))

@@ -40,15 +40,14 @@ from typing import Any, Callable, Iterator, Optional
 import pandas as pd
 import torch
 
-from bench import params as P
 from bench.oracles import Oracles, make_generators
 from bench.profiling import Probe, current_rss_mib
 from bench.registry import resolve_problem, resolve_solver
 from bench.spec import DTYPES, RunSpec
+from bench.store import Status
 
 EXPLODE = 1e8
 FINITE_EVERY = 50
-STATUSES = ("finished", "diverged", "failed", "timeout", "skipped")
 
 
 class RunTimeout(Exception):
@@ -134,13 +133,9 @@ def _metrics(problem, state) -> dict[str, float]:
 
 
 def build(spec: RunSpec):
-    """(problem, solver instance, hp) for a validated spec."""
-    pcls = resolve_problem(spec.problem)
-    _, scls = resolve_solver(spec.solver)
-    problem = pcls(P.build(pcls.Params, spec.problem_params, f"problem {spec.problem}"),
-                   device=spec.device, dtype=DTYPES[spec.dtype])
-    hp = P.build(scls.HP, spec.solver_params, f"solver {spec.solver}")
-    return problem, scls(), hp
+    """(problem, solver instance, hp) for a validated spec (its Params and HP are already built)."""
+    problem = resolve_problem(spec.problem)(spec.params, device=spec.device, dtype=DTYPES[spec.dtype])
+    return problem, resolve_solver(spec.solver)[1](), spec.hp
 
 
 def execute(spec: RunSpec, *, warmup: int = 2, threads: Optional[int] = 1,
@@ -190,6 +185,7 @@ def _execute(spec: RunSpec, warmup: int, on_checkpoint, check_time) -> RunResult
         status, reason = "timeout", str(exc)
     except Exception:  # noqa: BLE001 - a failing run is a result, the suite goes on
         status, reason = "failed", traceback.format_exc()
+    status = Status(status)
     meta.update(status=status, reason=reason, ended=_now(), n_checkpoints=len(rows))
     if rows:
         meta["final"] = rows[-1]

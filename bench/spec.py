@@ -8,7 +8,9 @@ Labels and the suite name are bookkeeping and are not hashed.
 
 ``make_spec`` validates everything knowable before a run starts, cross-checks included: a
 problem parameter naming an instance file (``*_file``) makes it build the problem once, on the
-CPU, so that a bad file is bad input rather than a failed run. A minibatch larger than the data
+CPU, so that a bad file is bad input rather than a failed run. Validation happens once: the spec
+carries the built, frozen ``Params`` and ``HP`` dataclasses (the run id hashes their canonical
+dicts), and executors hand the spec object itself to their workers. A minibatch larger than the data
 is not an error: the harness's samplers clamp it to the full data (``bench/oracles.py``:
 ``idx = None``, counted as n samples), so every solver runs with its defaults on every problem.
 """
@@ -20,7 +22,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property
 from typing import Any, Optional
 
 import torch
@@ -103,6 +105,14 @@ class Budget:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def text(self) -> str:
+        """The CLI form that ``parse`` reads (per_decade left out)."""
+        parts = [f"{k}={getattr(self, k)}" for k in ("iters", "seconds", "calls", "samples")
+                 if getattr(self, k) is not None]
+        if self.target_metric:
+            parts.append(f"target={self.target_metric}<={self.target_value:g}")
+        return ",".join(parts)
+
 
 def _parse_target(value: Any, where: str) -> tuple[str, float]:
     m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*<=\s*([-+0-9.eE]+)\s*", str(value))
@@ -113,10 +123,12 @@ def _parse_target(value: Any, where: str) -> tuple[str, float]:
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One run, validated: the problem's ``Params`` and the solver's ``HP`` are the built, frozen
+    dataclasses (``make_spec`` builds them once; nothing downstream validates them again)."""
     problem: str
-    problem_params: dict
-    solver: str
-    solver_params: dict
+    params: Any                     # the problem's Params dataclass
+    solver: str                     # canonical name
+    hp: Any                         # the solver's HP dataclass
     seed: int
     budget: Budget
     device: str = "cpu"
@@ -126,12 +138,20 @@ class RunSpec:
     problem_label: str = field(default="", compare=False)
     solver_label: str = field(default="", compare=False)
 
+    @property
+    def problem_params(self) -> dict[str, Any]:
+        return P.as_dict(self.params)
+
+    @property
+    def solver_params(self) -> dict[str, Any]:
+        return P.as_dict(self.hp)
+
     def key(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "problem": self.problem, "problem_params": self.problem_params,
                 "solver": self.solver, "solver_params": self.solver_params, "seed": self.seed,
                 "budget": self.budget.as_dict(), "device": self.device, "dtype": self.dtype}
 
-    @property
+    @cached_property
     def run_id(self) -> str:
         blob = json.dumps(self.key(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -145,14 +165,6 @@ class RunSpec:
     def resources(self, threads: int = 1) -> dict[str, int]:
         """What one run asks an executor for: CPUs (its torch threads) and GPUs."""
         return {"num_cpus": threads, "num_gpus": 0 if self.device == "cpu" else 1}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
-        b = d["budget"]
-        return cls(problem=d["problem"], problem_params=d["problem_params"], solver=d["solver"],
-                   solver_params=d["solver_params"], seed=d["seed"], budget=Budget(**b),
-                   device=d["device"], dtype=d["dtype"], suite=d.get("suite", ""),
-                   problem_label=d.get("problem_label", ""), solver_label=d.get("solver_label", ""))
 
 
 def check_device(device: str) -> str:
@@ -170,23 +182,43 @@ def check_device(device: str) -> str:
     raise InputError(f"--device: unknown device {dev!r}; valid: cpu, cuda, cuda:N")
 
 
-def make_spec(problem: str, solver: str, *, problem_params: dict | None = None,
-              solver_params: dict | None = None, seed: int = 0, budget: Budget | dict,
-              device: str = "cpu", dtype: str | None = None, suite: str = "",
-              problem_label: str = "", solver_label: str = "", where: str = "") -> RunSpec:
-    """Validate everything about one run and return its spec (raises InputError)."""
+def build_params(problem: str, values: Any = None, where: str = ""):
+    """(problem class, its built Params) from a dict of values (or an already built Params,
+    returned as is); InputError naming the field. A parameter naming an instance file makes it
+    build the problem once, on the CPU, so that a bad file is bad input."""
     pre = f"{where}." if where else ""
     try:
         pcls = resolve_problem(problem)
     except KeyError as exc:
         raise InputError(f"{pre}problem: {exc.args[0]}") from None
+    if type(values) is pcls.Params:
+        return pcls, values
+    params = P.build(pcls.Params, values, f"{pre}problem {problem}")
+    _check_files(pcls, params, pre)
+    return pcls, params
+
+
+def build_hp(solver: str, values: Any = None, where: str = ""):
+    """(canonical name, its built HP) from a dict of values (or an already built HP, returned as
+    is); InputError naming the field."""
+    pre = f"{where}." if where else ""
     try:
         sname, scls = resolve_solver(solver)
     except KeyError as exc:
         raise InputError(f"{pre}solver: {exc.args[0]}") from None
-    pparams = P.build(pcls.Params, problem_params, f"{pre}problem {problem}")
-    hp = P.build(scls.HP, solver_params, f"{pre}solver {sname}")
-    _check_files(problem, json.dumps(P.as_dict(pparams), sort_keys=True), pre)
+    if type(values) is scls.HP:
+        return sname, values
+    return sname, P.build(scls.HP, values, f"{pre}solver {sname}")
+
+
+def make_spec(problem: str, solver: str, *, problem_params: Any = None, solver_params: Any = None,
+              seed: int = 0, budget: Budget | dict, device: str = "cpu", dtype: str | None = None,
+              suite: str = "", problem_label: str = "", solver_label: str = "", where: str = "") -> RunSpec:
+    """Validate everything about one run and return its spec (raises InputError). The parameters
+    are dicts, or the Params / HP dataclasses that ``build_params`` / ``build_hp`` built."""
+    pre = f"{where}." if where else ""
+    pcls, params = build_params(problem, problem_params, where)
+    sname, hp = build_hp(solver, solver_params, where)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"{pre}seed: must be an integer >= 0, got {seed!r}")
     if isinstance(budget, dict):
@@ -195,21 +227,18 @@ def make_spec(problem: str, solver: str, *, problem_params: dict | None = None,
         dtype = {v: k for k, v in DTYPES.items()}[pcls.default_dtype]
     if dtype not in DTYPES:
         raise InputError(f"{pre}dtype: unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    return RunSpec(problem=problem, problem_params=P.as_dict(pparams), solver=sname,
-                   solver_params=P.as_dict(hp), seed=seed, budget=budget,
+    return RunSpec(problem=problem, params=params, solver=sname, hp=hp, seed=seed, budget=budget,
                    device=check_device(device), dtype=dtype, suite=suite,
                    problem_label=problem_label, solver_label=solver_label)
 
 
-@lru_cache(maxsize=32)
-def _check_files(problem: str, params_json: str, pre: str) -> None:
-    """Build a problem config on the CPU when a parameter names an instance file, so that a bad
-    file is bad input."""
-    pcls = resolve_problem(problem)
-    values = json.loads(params_json)
-    files = [k for k, v in values.items() if k.endswith("_file") and v]
+
+def _check_files(pcls, params, pre: str) -> None:
+    """Build a problem on the CPU when a parameter names an instance file, so that a bad file is
+    bad input."""
+    files = [f.name for f in dataclasses.fields(params) if f.name.endswith("_file") and getattr(params, f.name)]
     if files:
         try:
-            pcls(P.build(pcls.Params, values, problem), device="cpu")
+            pcls(params, device="cpu")
         except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{pre}problem {problem}.{files[0]}: {exc}") from None
+            raise InputError(f"{pre}problem {pcls.name}.{files[0]}: {exc}") from None

@@ -1,34 +1,47 @@
-"""The result store: the only writer of run results.
+"""The result store: the one module that knows the on-disk run format.
 
-Layout of a results folder::
+Layout of a results folder (default ``runs``)::
 
     <results>/raw/<run_id>/table.csv   one row per checkpoint (k, time, calls_*, samples_*,
                                        metrics, memory columns)
     <results>/raw/<run_id>/meta.json   spec, status, reason/traceback, versions, device,
-                                       git commit, threads, timestamps, final row
+                                       git commit, threads, timestamps, final row, and the
+                                       SHA-256 of table.csv
 
-A run is written into a temporary folder ``raw/.tmp-<run_id>-<pid>-<nonce>`` (files flushed and
-fsynced) which is then renamed to ``raw/<run_id>`` in one step, so a reader sees either no run or
-a complete one, never a partial table. A run counts as stored when its folder exists, its
-meta.json parses with a result status (finished, diverged, skipped) and its table.csv matches
-the SHA-256 recorded in meta.json (a corrupted table is reported and rerun, never trusted);
-``failed`` and ``timeout`` runs are stored with their reason but are rerun by the next
-invocation. Stored files are read as data only (CSV and JSON, no pickle).
+One writer, ``Store.write``: a run is written into a temporary folder
+``raw/.tmp-<run_id>-<pid>-<nonce>`` (files flushed and fsynced) which is then renamed to
+``raw/<run_id>`` in one step, so a reader sees either no run or a complete one. One reader,
+``Store.read``: it returns a ``StoredRun`` (the metadata, the status as a ``Status``, the table
+as floats) after checking table.csv against the checksum in meta.json; a run whose files are
+missing, unreadable or do not match is not trusted (status None, with the reason), and is rerun.
+``finished``, ``diverged`` and ``skipped`` runs are results (``RESULTS``); ``failed`` and
+``timeout`` runs are stored with their reason but rerun by the next invocation. Stored files are
+read as data only (CSV and JSON, no pickle).
 
 Several suite processes may share a results folder: a process claims a run before running it
 (an exclusive ``flock`` on ``raw/.claim-<run_id>``, released by the kernel if the process dies,
 kill -9 included), so two processes never run the same spec at the same time.
+
+The other files of the harness (leaderboard CSVs, the report, figures) are written through
+``write_atomic``, and every output folder is checked with ``check_folder`` before anything runs.
+This module imports nothing from the harness but its error type.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
+import tempfile
 import uuid
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Iterable, Optional
 
+import numpy as np
 import pandas as pd
 
 from bench.errors import InputError
@@ -38,19 +51,47 @@ try:
 except ImportError:  # pragma: no cover - not Unix: no claims (one suite process per folder)
     fcntl = None
 
-RESULT_STATUSES = ("finished", "diverged", "skipped")
+
+class Status(str, Enum):
+    """How a run ended; stored in meta.json as its value (a plain string)."""
+    FINISHED = "finished"      # budget or target reached
+    DIVERGED = "diverged"      # non-finite or exploding; trace kept
+    FAILED = "failed"          # raised, or its worker died
+    TIMEOUT = "timeout"        # past --run-timeout
+    SKIPPED = "skipped"        # the solver's skip hook declined the problem
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+STATUSES = tuple(Status)
+RESULTS = frozenset({Status.FINISHED, Status.DIVERGED, Status.SKIPPED})   # not rerun
+TRACED = (Status.FINISHED, Status.DIVERGED)                               # traces that count
 SPEC_COLUMNS = ("run_id", "suite", "problem", "problem_label", "solver", "solver_label", "seed",
                 "status")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@dataclass(frozen=True)
+class StoredRun:
+    """One run folder as read back. ``status`` is None when nothing is stored or when the run
+    cannot be trusted (``problem`` says why); ``values`` is the table as floats (empty cells NaN),
+    one row per checkpoint, under ``columns``."""
+    run_id: str
+    status: Optional[Status] = None
+    meta: dict = field(default_factory=dict)
+    problem: str = ""
+    columns: tuple = ()
+    values: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+
+    @property
+    def is_result(self) -> bool:
+        return self.status in RESULTS
+
+    def table(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.values, columns=list(self.columns))
+        if "k" in frame and frame.k.notna().all():
+            frame["k"] = frame.k.astype(int)
+        return frame
 
 
 class Store:
@@ -60,74 +101,59 @@ class Store:
         self._claims: dict[str, int] = {}
 
     # ------------------------------------------------------------------ checks
-    def check_writable(self, allow_foreign: bool = True) -> None:
-        """Raise InputError if results cannot be written here (creates nothing); unless
-        ``allow_foreign`` (the CLI's case), also if the folder holds something else than results:
-        files or folders other than raw/, hidden entries and results/<suite>/ folders."""
-        p = self.root
-        if p.exists() and not p.is_dir():
-            raise InputError(f"--results-dir {self.root}: exists and is not a folder")
-        while not p.exists():
-            p = p.parent
-        if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
-            raise InputError(f"--results-dir {self.root}: folder {p} is not writable")
-        if self.raw.exists() and not os.access(self.raw, os.W_OK | os.X_OK):
-            raise InputError(f"--results-dir {self.root}: folder {self.raw} is not writable")
-        if not allow_foreign and self.root.is_dir() and not self.raw.is_dir():
-            from bench.suites import available      # published results/<suite>/ folders are ours
-            ours = set(available())
+    def check_writable(self, option: str = "--results-dir", ours: Iterable[str] = ()) -> None:
+        """InputError (nothing left behind) unless runs can be written here: see ``check_folder``.
+        A folder without raw/ must also be empty but for hidden entries and the folders named in
+        ``ours`` (published suite folders), so that a typo never fills someone else's folder."""
+        if self.root.is_dir() and not self.raw.is_dir():
+            allowed = set(ours)
             foreign = sorted(e.name for e in self.root.iterdir() if not e.name.startswith(".")
-                             and not (e.is_dir() and e.name in ours))
+                             and not (e.is_dir() and e.name in allowed))
             if foreign:
-                raise InputError(f"--results-dir {self.root}: not empty and not a results folder "
+                raise InputError(f"{option} {self.root}: not empty and not a results folder "
                                  f"(no raw/ inside; found {', '.join(foreign[:3])}); valid: a new "
                                  "or empty folder, or one this harness wrote")
+        check_folder(self.raw, option, shown=self.root)
 
     # ------------------------------------------------------------------- reads
-    def _dir(self, run_id: str) -> Path:
-        return self.raw / run_id
-
-    def read_meta(self, run_id: str) -> Optional[dict]:
+    def read(self, run_id: str, table: bool = True) -> StoredRun:
+        """The stored run (see ``StoredRun``); ``table=False`` skips parsing the table (its
+        checksum is still checked)."""
+        folder = self.raw / run_id
+        if not folder.is_dir():
+            return StoredRun(run_id)
         try:
-            with open(self._dir(run_id) / "meta.json") as fh:
+            with open(folder / "meta.json") as fh:
                 meta = json.load(fh)
         except (OSError, ValueError):
-            return None
-        return meta if isinstance(meta, dict) and "status" in meta else None
+            return StoredRun(run_id, problem="meta.json missing or unreadable")
+        if not isinstance(meta, dict) or meta.get("status") not in STATUSES:
+            return StoredRun(run_id, problem="meta.json has no valid status")
+        try:
+            raw = (folder / "table.csv").read_bytes()
+        except OSError:
+            return StoredRun(run_id, meta=meta, problem="table.csv missing or unreadable")
+        if meta.get("table_sha256", None) not in (None, _sha256(raw)):   # runs stored before checksums: trusted
+            return StoredRun(run_id, meta=meta, problem="table.csv does not match its checksum in meta.json")
+        columns, values = _parse(raw) if table else ((), np.empty((0, 0)))
+        return StoredRun(run_id, Status(meta["status"]), meta, "", columns, values)
+
+    def read_meta(self, run_id: str) -> Optional[dict]:
+        return self.read(run_id, table=False).meta or None
+
+    def read_table(self, run_id: str) -> pd.DataFrame:
+        return self.read(run_id).table()
 
     def corruption(self, run_id: str) -> str:
         """Why a stored run folder cannot be trusted ('' when it can, or when there is none)."""
-        folder = self._dir(run_id)
-        if not folder.is_dir():
-            return ""
-        meta = self.read_meta(run_id)
-        if meta is None:
-            return "meta.json missing or unreadable"
-        try:
-            digest = _sha256((folder / "table.csv").read_bytes())
-        except OSError:
-            return "table.csv missing or unreadable"
-        if meta.get("table_sha256", digest) != digest:     # runs stored before checksums: trusted
-            return "table.csv does not match its checksum in meta.json"
-        return ""
+        return self.read(run_id, table=False).problem
 
-    def status(self, run_id: str) -> Optional[str]:
+    def status(self, run_id: str) -> Optional[Status]:
         """Stored status, or None when absent, unreadable or corrupted."""
-        if not self._dir(run_id).is_dir() or self.corruption(run_id):
-            return None
-        return self.read_meta(run_id)["status"]
+        return self.read(run_id, table=False).status
 
     def has_result(self, run_id: str) -> bool:
-        return self.status(run_id) in RESULT_STATUSES
-
-    def read_table(self, run_id: str) -> pd.DataFrame:
-        path = self._dir(run_id) / "table.csv"
-        if path.stat().st_size == 0:
-            return pd.DataFrame()
-        try:
-            return pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
+        return self.status(run_id) in RESULTS
 
     def run_ids(self) -> list[str]:
         if not self.raw.exists():
@@ -142,16 +168,14 @@ class Store:
         """
         frames = []
         for rid in (self.run_ids() if run_ids is None else run_ids):
-            meta = self.read_meta(rid)
-            status = self.status(rid)
-            if meta is None or status is None or (status not in RESULT_STATUSES and not with_failed):
+            run = self.read(rid)
+            if run.status is None or not (run.is_result or with_failed):
                 continue
-            table = self.read_table(rid)
-            spec = meta["spec"]
+            table, spec = run.table(), run.meta["spec"]
             head = {"run_id": rid, "suite": spec.get("suite", ""), "problem": spec["problem"],
                     "problem_label": spec.get("problem_label") or spec["problem"],
                     "solver": spec["solver"], "solver_label": spec.get("solver_label") or spec["solver"],
-                    "seed": spec["seed"], "status": status}
+                    "seed": spec["seed"], "status": run.status.value}
             head.update({f"hp.{k}": _cell(v) for k, v in spec["solver_params"].items()})
             head.update({f"pp.{k}": _cell(v) for k, v in spec["problem_params"].items()})
             if table.empty:
@@ -163,7 +187,8 @@ class Store:
 
     # ------------------------------------------------------------------ writes
     def write(self, result) -> Path:
-        """Atomically store a RunResult (replacing an older result of the same run id)."""
+        """Atomically store a run result (``spec.run_id``, ``table``, ``meta``), replacing an
+        older result of the same run id."""
         rid = result.spec.run_id
         self.raw.mkdir(parents=True, exist_ok=True)
         tmp = self.raw / f".tmp-{rid}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -171,9 +196,9 @@ class Store:
         try:
             table = result.table.to_csv(index=False)
             meta = {**result.meta, "table_sha256": _sha256(table.encode())}
-            _write_synced(tmp / "table.csv", table)
-            _write_synced(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
-            final = self._dir(rid)
+            _write_synced(tmp / "table.csv", table.encode())
+            _write_synced(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
+            final = self.raw / rid
             if final.exists():
                 trash = self.raw / f".trash-{rid}-{uuid.uuid4().hex[:8]}"
                 try:
@@ -251,6 +276,83 @@ class Store:
         return removed
 
 
+# --------------------------------------------------------------------------- files
+def check_folder(path: str | os.PathLike, option: str, shown=None) -> None:
+    """InputError naming ``option`` unless ``path`` is a folder, or can be created, and a file can
+    be written in it. Checked by doing it, not with os.access (which root passes everywhere):
+    the missing folders are created, a probe file is written in the deepest and all of it is
+    removed again, so that nothing is left behind either way."""
+    path, shown = Path(path), shown or path
+    created: list[Path] = []
+    step = f"cannot reach {path}"
+    try:
+        missing, q = [], path
+        while not q.exists():
+            missing.append(q)
+            q = q.parent
+        if not q.is_dir():
+            raise InputError(f"{option} {shown}: {q} exists and is not a folder; valid: a folder, "
+                             "or a path where one can be created")
+        for d in reversed(missing):
+            step = f"cannot create the folder {d}"
+            d.mkdir()
+            created.append(d)
+        step = f"cannot write a file in {path}"
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{option} {shown}: {step} ({exc.strerror or exc}); valid: a folder "
+                         "you can create and write") from None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write a file through a temporary file in the same folder (fsynced, then renamed), so that
+    a reader sees the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_synced(tmp, data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _parse(raw: bytes) -> tuple[tuple, np.ndarray]:
+    """A stored table.csv as (columns, float values); plain numeric CSV is parsed by hand (~20x
+    faster than pandas.read_csv), anything else through pandas with non-numbers as NaN."""
+    lines = raw.decode().splitlines()
+    if not lines or not lines[0].strip('"'):
+        return (), np.empty((0, 0))
+    columns = tuple(lines[0].split(","))
+    if len(lines) == 1:
+        return columns, np.empty((0, len(columns)))
+    try:
+        values = np.array([[float(v) if v else math.nan for v in line.split(",")] for line in lines[1:]])
+        return columns, values.reshape(len(lines) - 1, len(columns))
+    except ValueError:
+        frame = pd.read_csv(io.BytesIO(raw)).apply(pd.to_numeric, errors="coerce")
+        return tuple(frame.columns), frame.to_numpy(float)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -259,9 +361,9 @@ def _cell(v):
     return json.dumps(v) if isinstance(v, (list, dict)) else v
 
 
-def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w") as fh:
-        fh.write(text)
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
 

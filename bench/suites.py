@@ -47,7 +47,7 @@ from typing import Any, Optional
 
 from bench.errors import InputError
 from bench.registry import load_solvers, solver_aliases, suggest
-from bench.spec import Budget, RunSpec, make_spec
+from bench.spec import Budget, RunSpec, build_hp, build_params, make_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -189,21 +189,23 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
         if scale == "full":
             pparams.update(full_params)
             pbudget = p.get("full_budget", doc.get("full_budget", pbudget))
+        run_budget = budget or Budget.from_dict(pbudget or {}, f"{w}.{'full_' * (scale == 'full')}budget")
+        params = None                     # built once per problem, each HP once per solver
         for s in sentries.values():
             if "problems" in s and plabel not in s["problems"]:
                 continue
             hp = dict(_table(s.get("params", {}), f"{where}.solvers.{s['label']}.params"))
             hp.update(_table(s.get("tuned", {}).get(plabel, {}), f"{where}.solvers.{s['label']}.tuned"))
-            run_budget = budget or Budget.from_dict(pbudget or {}, f"{w}.{'full_' * (scale == 'full')}budget")
+            pair = f"{where}.{plabel}/{s['label']}"
+            params = params or build_params(p["name"], pparams, pair)[1]
+            hp = build_hp(s["name"], hp, pair)[1]
             for seed in base_seeds:
                 specs.append(make_spec(
-                    p["name"], s["name"],
-                    problem_params=pparams,
-                    solver_params=hp, seed=seed, budget=run_budget, device=device,
-                    dtype=p.get("dtype"), suite=sname, problem_label=plabel, solver_label=s["label"],
-                    where=f"{where}.{plabel}/{s['label']}"))
+                    p["name"], s["name"], problem_params=params, solver_params=hp, seed=seed,
+                    budget=run_budget, device=device, dtype=p.get("dtype"), suite=sname,
+                    problem_label=plabel, solver_label=s["label"], where=pair))
 
-    suite.specs = _filter(_dedup(specs), solvers, problems, sname)
+    suite.specs = select(_dedup(specs), solvers, problems, sname)
     return suite
 
 
@@ -231,7 +233,14 @@ def _dedup(specs: list[RunSpec]) -> list[RunSpec]:
     return out
 
 
-def _filter(specs, solvers, problems, sname) -> list[RunSpec]:
+def select(specs: list[RunSpec], solvers: Optional[list[str]], problems: Optional[list[str]],
+           sname: str) -> list[RunSpec]:
+    """The specs whose solver (name, alias or label) is in ``solvers`` and whose problem (name or
+    label) is in ``problems`` (None: no filter); InputError naming the option for a value not in
+    the suite."""
+    if solvers:
+        aliases = solver_aliases()
+        solvers = [aliases.get(n, n) for n in solvers]
     for opt, values, keys in (("--solver", solvers, ("solver", "solver_label")),
                               ("--problem", problems, ("problem", "problem_label"))):
         if not values:

@@ -7,6 +7,9 @@ Every grid point x seed is an ordinary run spec (so finished runs are reused and
 inspectable). A point's score is the median over seeds of the final value of the metric
 (default: the problem's main metric; lower is better); a point with any diverged or failed
 seed scores +inf. The best point is printed as a suite-file snippet.
+
+``plan`` validates a tuning (InputError, before anything runs) into a ``Tuning``; the API runs
+its specs through an executor and the store, then ``result`` scores the points from the store.
 """
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from bench import suites
 from bench.errors import InputError
-from bench.spec import Budget, RunSpec, make_spec
-from bench.store import Store
+from bench.registry import resolve_problem, resolve_solver
+from bench.spec import Budget, RunSpec, build_hp, build_params, make_spec
+from bench.store import Status, Store
 
 
 def parse_value(text: str) -> Any:
@@ -70,19 +75,86 @@ class Point:
     bad: int = 0
 
 
+@dataclass
+class Tuning:
+    """A validated grid search: every grid point x seed is a run spec."""
+    label: str                      # the problem, or its label in --suite
+    solver: str                     # as given
+    metric: str                     # minimized
+    grid: dict[str, list[Any]]
+    fixed: dict[str, Any]           # the --base values (repeated in the snippet)
+    points: list[Point]
+    command: str                    # how the tuning was asked for (in the snippet)
+
+    @property
+    def specs(self) -> list[RunSpec]:
+        return [s for pt in self.points for s in pt.specs]
+
+
+@dataclass
+class TuneResult:
+    tuning: Tuning
+    outcomes: list                  # of the runs done by this call
+    ranked: list[Point]             # best score first
+    best: Optional[Point]           # None when no point finished every seed
+    notes: list[str]                # best values at the edge of their grid
+    snippet: str                    # the best point as a suite-file table ('' without one)
+
+
+def plan(problem: str, solver: str, grid: dict[str, list[Any]], *, suite: Optional[str] = None,
+         seeds=(0, 1, 2), budget: Budget | dict | None = None, base: Optional[dict] = None,
+         problem_params: Optional[dict] = None, metric: Optional[str] = None, device: str = "cpu",
+         command: str = "") -> Tuning:
+    """Validate a tuning (InputError naming the option). With ``suite``, ``problem`` is the label
+    of one of its problems, whose parameters are taken from the suite, and the suite's
+    hyperparameters of ``solver`` on it are the base under ``base``."""
+    seeds = list(seeds)
+    if not seeds:
+        raise InputError("--seeds: need at least one seed")
+    budget = Budget.from_dict(budget, "--budget") if isinstance(budget, dict) else budget or Budget(iters=500)
+    fixed, hp, label = dict(base or {}), dict(base or {}), problem
+    if suite:
+        try:
+            sname = resolve_solver(solver)[0]
+        except KeyError as exc:
+            raise InputError(f"--solver: {exc.args[0]}") from None
+        specs = suites.load(suite, seeds=[seeds[0]]).specs
+        match = [s for s in specs if s.problem_label == label and s.solver == sname]
+        if not match:
+            have = sorted({s.problem_label for s in specs})
+            raise InputError(f"--problem: no problem labelled {label!r} with solver {sname} in suite "
+                             f"{suite}; valid labels: {', '.join(have)}")
+        name, pparams, hp = match[0].problem, match[0].problem_params, {**match[0].solver_params, **hp}
+    else:
+        name, pparams = problem, {}
+        _problem_class(name)
+    pparams.update(problem_params or {})
+    points = build_points(name, pparams, solver, hp, grid, seeds, budget, device=device, label=label)
+    return Tuning(label, solver, metric or _problem_class(name).main_metric, grid, fixed, points,
+                  command or f"bench.tune_solver({problem!r}, {solver!r}, grid={grid!r})")
+
+
+def _problem_class(name: str):
+    try:
+        return resolve_problem(name)
+    except KeyError as exc:
+        raise InputError(f"--problem: {exc.args[0]}") from None
+
+
 def build_points(problem: str, problem_params: dict, solver: str, base: dict,
                  grid: dict[str, list[Any]], seeds: list[int], budget: Budget,
                  device: str = "cpu", label: str = "") -> list[Point]:
     """Validate every grid point x seed up front (raises InputError) and return the points."""
+    params = build_params(problem, problem_params, "tune")[1]
     points = []
     for combo in itertools.product(*grid.values()):
-        params = dict(zip(grid, combo))
-        hp = {**base, **params}
-        specs = [make_spec(problem, solver, problem_params=problem_params, solver_params=hp,
-                           seed=s, budget=budget, device=device, suite="tune",
+        point = dict(zip(grid, combo))
+        hp = build_hp(solver, {**base, **point}, "tune")[1]
+        specs = [make_spec(problem, solver, problem_params=params, solver_params=hp, seed=s,
+                           budget=budget, device=device, suite="tune",
                            problem_label=label or problem, where="tune")
                  for s in seeds]
-        points.append(Point(params, specs))
+        points.append(Point(point, specs))
     return points
 
 
@@ -91,14 +163,25 @@ def score(points: list[Point], store: Store, metric: str) -> None:
     for pt in points:
         finals, bad = [], 0
         for spec in pt.specs:
-            status = store.status(spec.run_id)
-            table = store.read_table(spec.run_id) if status else None
-            if status != "finished" or table is None or metric not in table:
+            run = store.read(spec.run_id)
+            if run.status != Status.FINISHED or metric not in run.columns or not len(run.values):
                 bad += 1
                 continue
-            finals.append(float(table[metric].iloc[-1]))
+            finals.append(float(run.values[-1, run.columns.index(metric)]))
         pt.finals, pt.bad = finals, bad
         pt.score = statistics.median(finals) if finals and not bad else math.inf
+
+
+def result(tuning: Tuning, store: Store, outcomes: list) -> TuneResult:
+    """Score the points from the store and pick the best (see the module docstring)."""
+    score(tuning.points, store, tuning.metric)
+    ranked = sorted(tuning.points, key=lambda q: q.score)
+    best = ranked[0] if ranked and math.isfinite(ranked[0].score) else None
+    notes = [f"the best {key} = {best.params[key]!r} is at the edge of its grid; consider widening it"
+             for key, values in tuning.grid.items()
+             if best and len(values) > 2 and best.params[key] in (values[0], values[-1])]
+    text = snippet(best, tuning.label, tuning.metric, tuning.command, tuning.fixed) if best else ""
+    return TuneResult(tuning, outcomes, ranked, best, notes, text)
 
 
 def snippet(best: Point, label: str, metric: str, command: str,

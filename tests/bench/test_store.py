@@ -166,9 +166,34 @@ def test_python_api(toys, tmp_path, write_suite):
     # exact: grad Phi halves each step (lr 0.5), from x0 = 0, t = (1, 2, 3): ||grad||^2 = 14 / 4^k
     assert trace["grad_norm_sq"].iloc[-1] == pytest.approx(14 / 4 ** 12, rel=1e-9)
     suite = write_suite(TOY_SUITE.format(first="toy-sgd"))
-    df = bench.run_suite(suite, results_dir=str(tmp_path), executor="serial")
+    res = tmp_path / "res"
+    done = bench.run_suite(suite, results_dir=str(res), executor="serial")
+    assert done.exit_code == 0 and [o.status for o in done.outcomes] == ["finished"] * 4
+    df = done.results()
     assert set(df["status"]) == {"finished"} and df["run_id"].nunique() == 4
-    loaded = bench.load_results(str(tmp_path), suite=suite)
+    loaded = bench.load_results(str(res), suite=suite)
     pd.testing.assert_frame_equal(loaded, df)
+    # published like the CLI does: CSVs and report in res/<suite>, figures in res/<suite>/plots
+    assert (res / "s" / "leaderboard.csv").is_file() and (res / "s" / "report.html").is_file()
+    assert (res / "s" / "plots" / "profile.png").is_file()
+    assert list(done.leaders.solver[done.leaders["rank"] == 1]) == ["toy-gd"]
     with pytest.raises(bench.errors.InputError):
         bench.run("toy", "toy-gd", solver_params={"lr": "big"})
+
+
+def test_python_api_uses_one_thread_by_default(toys, monkeypatch):
+    """bench.run fixes torch's intra-op threads at 1 for the run, like the CLI (restored after)."""
+    import torch
+    import bench
+    from bench import runner
+    seen = []
+    monkeypatch.setattr(runner, "_execute", lambda *a: seen.append(torch.get_num_threads()) or
+                        runner.RunResult(a[0], "finished", pd.DataFrame(), {}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        bench.run("toy", "toy-gd", budget={"iters": 2})
+        bench.run("toy", "toy-gd", budget={"iters": 2}, threads=None)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
