@@ -171,6 +171,8 @@ def _leaders(board) -> None:
         return
     t = _table("best solvers per problem: median final main metric over seeds (lower is better)",
                ("problem", "main metric", "#", "solver", "final (median)", "time to target 50 (s)"))
+    t.caption = ("target 50: halfway, in decades, from the start value to the best value any solver "
+                 "reached; -: not reached by the median seed. Every solver: leaderboard.csv")
     for r in board.itertuples():
         first = r.rank == 1
         t.add_row(r.problem if first else "", r.main_metric if first else "", str(r.rank), r.solver,

@@ -1,10 +1,12 @@
 """Leaderboards of a suite: pure functions of its stored run tables (see README "Leaderboard columns").
 
 ``load(store, specs)`` reads every stored run of a suite once, through the store's one reader
-(``Store.read``: meta.json, then table.csv checked against its SHA-256), into two frames: ``runs`` (one row per spec, status None when nothing is
-stored) and ``tables`` (the checkpoints of the runs with a result trace: finished or diverged).
+(``Store.read``: meta.json, then table.csv checked against its SHA-256), into two frames:
+``runs`` (one row per spec, status None when nothing is stored) and ``tables`` (the
+checkpoints of the runs with a result trace: finished or diverged).
 ``leaderboard`` gives one row per (problem label, solver label), ``summary`` one row per solver
-across problems (time-to-target scores and a performance profile), ``complexity`` the samples or
+across problems (time-to-target scores and a performance profile), ``leaders`` the few best
+solvers per problem (printed at the end of ``run``), ``complexity`` the samples or
 oracle calls needed to first reach grad_norm_sq <= eps and ``fit_slope`` their log-log slope.
 
 Targets on a problem's main metric m (lower is better): with m0 the median over runs of m at

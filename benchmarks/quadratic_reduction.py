@@ -1,7 +1,7 @@
 """Check the quadratic suite's claim: tuned stochastic solvers cut grad_norm_sq by 1000x.
 
     python -m bench run --suite quadratic --problem quad-benchopt-100
-    python benchmarks/quadratic_reduction.py [--results-dir results] [--problem quad-benchopt-100]
+    python benchmarks/quadratic_reduction.py [--results-dir runs] [--problem quad-benchopt-100]
 
 Reads the stored runs of the suite's specs on one problem (nothing is run here) and prints, per
 solver, the starting grad_norm_sq, the median final value over seeds and the reduction factor.
@@ -36,7 +36,7 @@ CANNOT: dict[str, str] = {
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--results-dir", default="runs", help="the folder given to run (default: runs)")
     ap.add_argument("--problem", default="quad-benchopt-100", help="problem label in the suite")
     ap.add_argument("--suite", default="quadratic")
     args = ap.parse_args(argv)
@@ -57,10 +57,11 @@ def main(argv=None) -> int:
         stochastic = solvers[group[0].solver].stochastic
         starts, finals = [], []
         for s in group:
-            if store.status(s.run_id) != "finished":
-                problems.append(f"{label} seed {s.seed}: status {store.status(s.run_id)}")
+            run = store.read(s.run_id)
+            if run.status != "finished":
+                problems.append(f"{label} seed {s.seed}: status {run.status}")
                 continue
-            col = store.read_table(s.run_id)[METRIC]
+            col = run.table()[METRIC]
             starts.append(float(col.iloc[0]))
             finals.append(float(col.iloc[-1]))
         if not finals:

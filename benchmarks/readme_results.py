@@ -3,8 +3,8 @@
     python benchmarks/readme_results.py            # rewrite the block between the markers
     python benchmarks/readme_results.py --check    # exit 1 when the README's block is stale
 
-Inputs (all written by ``python -m bench run --suite all`` / ``bench publish --suite all``):
-results/all/summary.csv (one row per solver), results/all/leaderboard.csv (one row per problem
+Inputs (the committed reference, written by ``python -m bench run --suite all`` then
+``python -m bench publish --suite all --reference``): results/all/summary.csv (one row per solver), results/all/leaderboard.csv (one row per problem
 and solver) and results/all/environment.csv (the runs' git commit and versions). Nothing in the
 block is typed by hand; tests/test_readme_results.py fails when the README and the CSVs disagree.
 """

@@ -72,6 +72,11 @@ def pickled_dims(tmp, arrays):
     arrays["dims"] = np.array([Canary(tmp / "unpickled")], dtype=object)
 
 
+def file_in_the_way(tmp):
+    (tmp / "file").write_text("a file where a folder would go")
+    return option("--results-dir", str(tmp / "file" / "res"))(tmp)
+
+
 def foreign_folder(tmp):
     res = tmp / "res"
     res.mkdir()
@@ -106,6 +111,16 @@ CASES = {
     "results folder is a file": (lambda tmp: (tmp / "res").write_text("x") and option()(tmp),
                                  ["--results-dir", "not a folder"]),
     "foreign results folder": (foreign_folder, ["--results-dir", "not a results folder", "thesis.tex", "valid:"]),
+    "results folder that cannot be created (/proc)": (
+        option("--results-dir", "/proc/forbidden/x"),
+        ["--results-dir /proc/forbidden/x", "cannot create the folder /proc/forbidden", "valid:"]),
+    "results folder that cannot be created (/sys)": (
+        option("--results-dir", "/sys/bench-runs"), ["--results-dir /sys/bench-runs", "cannot create", "valid:"]),
+    "results folder below a file": (file_in_the_way, ["--results-dir", "is not a folder", "valid:"]),
+    "figures folder that cannot be created": (option("--plots-dir", "/proc/forbidden/p"),
+                                              ["--plots-dir /proc/forbidden/p", "cannot create", "valid:"]),
+    "figures folder below a file": (lambda tmp: (tmp / "f").write_text("x") and option("--plots-dir", str(tmp / "f"))(tmp),
+                                    ["--plots-dir", "is not a folder"]),
     "label escaping the folder": (edit('label = "q"', 'label = "../q"'), ["label", "path separators"]),
     "include escaping the folder": (edit("seeds = [0]", 'seeds = [0]\ninclude = ["../smoke"]'),
                                     ["include", "path separators"]),
@@ -125,7 +140,9 @@ def snapshot(root: pathlib.Path) -> dict:
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_rejected_with_one_line_and_nothing_written(tmp_path, capsys, case):
     build, needles = CASES[case]
-    argv = ["run", *build(tmp_path), "--results-dir", str(tmp_path / "res"), "--quiet"]
+    argv = ["run", *build(tmp_path), "--quiet"]
+    if "--results-dir" not in argv:
+        argv += ["--results-dir", str(tmp_path / "res")]
     before = snapshot(tmp_path)
     try:
         code = main(argv)
@@ -142,6 +159,34 @@ def test_bad_input_is_rejected_with_one_line_and_nothing_written(tmp_path, capsy
 
 def test_catalogue_is_complete():
     assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("command", ["publish", "plot", "report", "tune"])
+@pytest.mark.parametrize("folder", ["/proc/forbidden/x", "/sys/bench-runs"])
+def test_other_commands_reject_folders_that_cannot_be_written(tmp_path, capsys, command, folder):
+    """publish / plot / report / tune: the same one line, exit 2, for an output folder that cannot
+    be created (as root too: the check writes a probe instead of trusting os.access)."""
+    argv = ([command, "--problem", "quadratic", "--solver", "soba", "--grid", "outer_lr=0.1"]
+            if command == "tune" else [command, "--suite", "smoke", "--plots-dir", folder])
+    code = main([*argv, "--results-dir", folder])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert ("--plots-dir" if command == "plot" else "--results-dir") in err and "cannot create" in err
+
+
+def test_unwritable_existing_folder_is_rejected(tmp_path):
+    """An existing folder where no file can be written: /sys for root (os.access says yes),
+    a read-only folder for anyone else."""
+    import os
+    from bench.errors import InputError
+    from bench.store import check_folder
+    folder = pathlib.Path("/sys")
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+    with pytest.raises(InputError, match=r"^--results-dir .*: cannot write a file in .*; valid:"):
+        check_folder(folder, "--results-dir")
 
 
 def test_untampered_instance_file_is_accepted(tmp_path, capsys):
