@@ -18,6 +18,7 @@ writes anything: bad input is an ``InputError`` naming the field.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,6 @@ class Execution:
     address: Optional[str] = None
 
     def check(self) -> None:
-        import math
         if self.executor not in executors.EXECUTORS:
             raise InputError(f"--executor: unknown executor {self.executor!r}; valid: "
                              f"{', '.join(executors.EXECUTORS)}")

@@ -153,7 +153,7 @@ def _summary(done: api.SuiteRun) -> None:
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
     err.print(f"suite {done.suite}: {text}; {done.stored} already stored")
     for o in done.outcomes:
-        if o.status in ("failed", "timeout", "diverged", executors.ELSEWHERE):
+        if o.status in (api.Status.FAILED, api.Status.TIMEOUT, api.Status.DIVERGED, executors.ELSEWHERE):
             err.print(f"  {o.status:8s} {o.label} ({o.run_id}): {o.reason}", markup=False, soft_wrap=True)
     if done.exit_code:
         err.print("failed and timed-out runs are stored with their reason and rerun by the same "

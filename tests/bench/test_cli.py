@@ -117,7 +117,9 @@ def test_list_shows_defaults(capsys):
 
 
 def test_help_everywhere(capsys):
-    for argv in (["--help"], ["run", "--help"], ["list", "--help"]):
+    for argv in (["--help"], ["run", "--help"], ["list", "--help"], ["tune", "--help"],
+                 ["publish", "--help"], ["plot", "--help"], ["report", "--help"],
+                 ["new-solver", "--help"], ["new-problem", "--help"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 0
