@@ -197,3 +197,17 @@ def test_python_api_uses_one_thread_by_default(toys, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen == [1, 2]
+
+
+def test_python_api_reports_corruption_like_the_cli(toys, tmp_path, write_suite):
+    """bench.run_suite warns with the line the CLI prints, and reruns the run."""
+    import bench
+    suite = write_suite(TOY_SUITE.format(first="toy-sgd"))
+    res = tmp_path / "res"
+    bench.run_suite(suite, results_dir=str(res), executor="serial", warmup=0)
+    victim = Store(res).run_ids()[0]
+    (res / "raw" / victim / "table.csv").write_text("k,time\n")
+    with pytest.warns(UserWarning, match=rf"^1 stored run\(s\) cannot be trusted and will be rerun: "
+                                         rf"{victim}: table.csv does not match its checksum"):
+        done = bench.run_suite(suite, results_dir=str(res), executor="serial", warmup=0)
+    assert [o.run_id for o in done.outcomes] == [victim] and done.stored == 3
