@@ -172,20 +172,27 @@ def publish_suite(name: str, *, stages=("publish",), results_dir=RESULTS_DIR, pl
         raise InputError("--reference: the report is not part of the reference (11 MB); valid: "
                          "publish --reference, then report without it")
     outputs.check(stages)
-    missing = [s for s in suite.specs if store.read(s.run_id, table=False).status is None]
+    data = _load(suite, store)
+    missing = list(data.runs.run_id[data.runs.status.isna()])
     if len(missing) == len(suite.specs):
         raise InputError(f"--suite {suite.name}: no stored runs of this suite in {store.raw} (run "
                          f"python -m bench run --suite {name} --results-dir {results_dir} first)")
     if reference and missing:
         raise InputError(f"--reference: {len(missing)} of the {len(suite.specs)} runs of suite "
-                         f"{suite.name} are not stored in {store.raw} (e.g. {missing[0].run_id}); "
+                         f"{suite.name} are not stored in {store.raw} (e.g. {missing[0]}); "
                          f"valid: a complete run, python -m bench run --suite {name}")
-    return _publish(suite, store, outputs, stages, command or f"bench.publish_suite({name!r})")
+    return _publish(data, outputs, stages, command or f"bench.publish_suite({name!r})")
 
 
-def _publish(suite: suites.Suite, store: Store, outputs: Outputs, stages, command: str) -> Publication:
+def _load(suite: suites.Suite, store: Store):
+    """Every stored run of the suite (``publish.Data``), read once."""
+    from bench import publish as pub
+    return pub.load(store, suite.specs, suite.name)
+
+
+def _publish(data, outputs: Outputs, stages, command: str) -> Publication:
+    """Write the stages' outputs of ``data`` (a ``publish.Data``)."""
     from bench import plots, publish as pub, report
-    data = pub.load(store, suite.specs, suite.name)
     board = pub.leaderboard(data)
     summ = pub.summary(board)
     wrote = []
@@ -200,7 +207,7 @@ def _publish(suite: suites.Suite, store: Store, outputs: Outputs, stages, comman
     if "report" in stages:
         report.write(report.render(data, board, summ, pngs, command), outputs.tables / "report.html")
         wrote.append(str(outputs.tables / "report.html"))
-    return Publication(suite.name, len(board), int(data.runs.status.notna().sum()), wrote,
+    return Publication(data.suite, len(board), int(data.runs.status.notna().sum()), wrote,
                        pub.leaders(board))
 
 
@@ -264,7 +271,7 @@ class SuiteJob:
         done = SuiteRun(self.suite.name, self.store, self.suite.specs, outcomes, self.stored, None)
         redo = f"python -m bench publish/plot/report --suite {self.given}"
         try:
-            done.publication = _publish(self.whole, self.store, self.outputs, STAGES, self.command)
+            done.publication = _publish(_load(self.whole, self.store), self.outputs, STAGES, self.command)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted while publishing: the runs are stored; {redo} redoes it") from None
         except Exception as exc:  # noqa: BLE001 - the runs are stored: a publishing problem only warns
