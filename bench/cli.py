@@ -181,8 +181,7 @@ def _leaders(board) -> None:
 
 
 def cmd_publish(args) -> int:
-    stages = {"publish": ("publish",), "plot": ("plot",), "report": ("report",)}[args.command]
-    pub = api.publish_suite(args.suite, stages=stages, results_dir=args.results_dir,
+    pub = api.publish_suite(args.suite, stages=(args.command,), results_dir=args.results_dir,
                             plots_dir=args.plots_dir, reference=getattr(args, "reference", False),
                             seeds=_seeds(args.seeds), budget=_budget(args.budget), scale=args.scale,
                             device=args.device, command=_command(args))
