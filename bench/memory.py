@@ -83,7 +83,8 @@ def state_bytes(state: Any) -> int:
         if st is None:
             seen[("tensor", id(t))] = t.numel() * t.element_size()
         else:
-            seen[(str(st.device), st.data_ptr())] = st.nbytes()
+            ptr = st.data_ptr()                 # 0: empty or meta storage, named by its object
+            seen[(str(st.device), ptr or id(st))] = st.nbytes()
     return sum(seen.values())
 
 

@@ -229,8 +229,9 @@ def bars(board, problem: str, palette) -> Figure:
                 if np.isfinite(v):
                     ax.text(v, yi, f" {v:.3g}", va="center", fontsize=6)
         _style(ax, label, "")
-    fig.suptitle(f"{problem}: time and memory per solver (medians over seeds; state and step peak: "
-                 "tensor bytes, the same on every run)", fontsize=10)
+    fig.suptitle(f"{problem}: time and memory per solver, medians over seeds (state and step peak: "
+                 "tensor bytes of one profiled step, deterministic; process: whole worker process)",
+                 fontsize=10)
     return fig
 
 
