@@ -225,6 +225,8 @@ def bars(board, problem: str, palette) -> Figure:
         ax.invert_yaxis()
         if col in LABELLED:
             _log_y(ax, vals, axis="x")
+            if np.isfinite(vals).any() and np.nanmax(vals) > 0:          # room for the values
+                ax.set_xlim(right=np.nanmax(vals) * (4 if ax.get_xscale() == "log" else 1.25))
             for yi, v in zip(y, vals):
                 if np.isfinite(v):
                     ax.text(v, yi, f" {v:.3g}", va="center", fontsize=6)
