@@ -220,6 +220,7 @@ class Episodic(Problem, metaclass=abc.ABCMeta):
 
     default_dtype = torch.float32
     main_metric = "test_loss"
+    vmap_over_samples = False       # the oracles use torch.autograd, which vmap cannot trace
     n_out: int
 
     def setup(self, build, sample_shape: tuple, gen: torch.Generator) -> None:
@@ -279,9 +280,8 @@ class Episodic(Problem, metaclass=abc.ABCMeta):
                 out = torch.autograd.grad(out, b, create_graph=True)[0] @ v
             return torch.autograd.grad(out, (a, b), materialize_grads=True)
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
-        gx, gy = self.derivs(self.g, x, y, idx)
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+    def grad_g_xy(self, x, y, idx: Index = None):
+        return self.derivs(self.g, x, y, idx)
 
     def grad_f(self, x, y, idx: Index = None):
         return self.derivs(self.f, x, y, idx)
@@ -289,12 +289,6 @@ class Episodic(Problem, metaclass=abc.ABCMeta):
     def hvp_cross(self, x, y, v, idx: Index = None):
         jv, hv = self.derivs(self.g, x, y, idx, v)
         return hv, jv
-
-    def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[0]
-
-    def cross(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[1]
 
     def test_outputs(self, x):
         """(query outputs, query targets) of the held-out tasks with heads fitted on their supports."""

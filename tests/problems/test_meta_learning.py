@@ -61,7 +61,7 @@ def check_oracles(prob, tasks):
     close(prob.f(x, y, idx), f.detach())
     o = Oracles(prob, torch.Generator())
     *gx, gy = torch.autograd.grad(g, params + [heads], create_graph=True)
-    got = o.grad_g(x, y, idx, "xy")
+    got = o.grad_g_xy(x, y, idx)
     close(got, (torch.cat([t.reshape(-1) for t in gx]).detach(), gy.reshape(-1).detach()))
     *fx, fy = torch.autograd.grad(f, params + [heads])
     close(o.grad_f(x, y, idx), (torch.cat([t.reshape(-1) for t in fx]), fy.reshape(-1)))
@@ -184,7 +184,7 @@ def test_image_folders_make_working_problems(dataset, backbone, omniglot, miniim
     assert all(("images_background" if dataset == "omniglot" else "train") in c for c in folders)
     assert not folders & {c for task in prob.task_classes["test"] for c in task}
     o = Oracles(prob, torch.Generator().manual_seed(0))
-    gx, gy = o.grad_g(prob.x0, prob.y0, o.sample_inner(2), "xy")
+    gx, gy = o.grad_g_xy(prob.x0, prob.y0, o.sample_inner(2))
     assert gx.shape == (prob.dim_x,) and gy.shape == (prob.dim_y,) and torch.isfinite(gx).all()
     metrics = prob.metrics(prob.x0, prob.y0)
     assert 0 <= metrics["test_acc"] <= 1 and metrics["test_loss"] > 0
