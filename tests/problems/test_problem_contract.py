@@ -9,6 +9,7 @@ central differences of Phi and against grad_x f - J H^+ grad_y f built from hvp 
 """
 import dataclasses
 import functools
+import inspect
 import math
 
 import pytest
@@ -17,6 +18,8 @@ from probhelpers import close
 
 from bench.oracles import Oracles
 from bench.registry import load_problems
+from problems.base import DERIVATIVES, Problem, analytic
+from solvers.base import OracleProtocol
 
 D64 = torch.float64
 NAMES = sorted(load_problems())
@@ -93,6 +96,30 @@ def test_class_and_instance_contract(name):
         assert all(isinstance(val, float) and math.isfinite(val) for val in metrics.values()), metrics
         info = prob.info()
         assert info["name"] == name and info["has_hypergradient"] == (prob.hypergradient is not None)
+
+
+def params(fn) -> list:
+    """(name, default) of each parameter after self."""
+    return [(p.name, p.default) for p in list(inspect.signature(fn).parameters.values())[1:]]
+
+
+def test_problem_pieces_are_the_protocol_methods():
+    """Problem's oracle pieces have the names and parameters of the methods solvers call."""
+    for name in DERIVATIVES:
+        assert params(getattr(Problem, name)) == params(getattr(OracleProtocol, name)), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_written_pieces_keep_the_protocol_signatures(name):
+    """Every oracle piece a problem writes has the protocol's parameters (no extra selector such
+    as the former wrt), its per_sample the harness's, and its oracles are an OracleProtocol."""
+    cls = load_problems()[name]
+    for piece in DERIVATIVES:
+        if analytic(cls, piece):
+            assert params(getattr(cls, piece)) == params(getattr(Problem, piece)), piece
+    if hasattr(cls, "per_sample"):
+        assert params(cls.per_sample) == params(Oracles.per_sample)
+    assert isinstance(Oracles(make(name), torch.Generator()), OracleProtocol)
 
 
 @pytest.mark.parametrize("name", NAMES)
