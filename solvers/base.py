@@ -11,9 +11,10 @@ A solver is a class with
   iteration. ``oracles`` is an ``OracleProtocol`` (below): the only way a solver touches the
   problem, and a solver uses nothing of it beyond the protocol (the contract test steps every
   solver on oracles that fail on any other attribute). State is a frozen dataclass holding
-  detached tensors, the iteration counter ``k`` and ``ctx = Context(oracles, hp, generator)``. It must hold ``x`` and ``y``; it may hold
-  ``hypergrad`` and ``hypergrad_x`` (the last hypergradient estimate and the point where it
-  was formed), which the runner compares with the exact one when the problem has it.
+  detached tensors, the iteration counter ``k`` and ``ctx = Context(oracles, hp, generator)``.
+  It must hold ``x`` and ``y``; it may hold ``hypergrad`` and ``hypergrad_x`` (the last
+  hypergradient estimate and the point where it was formed), which the runner compares with
+  the exact one when the problem has it.
 * optionally ``skip(problem_info) -> (bool, reason)`` to opt out of a problem;
 * optionally ``donated``: names of state fields that ``step`` may overwrite in place (large
   buffers such as SAGA tables; the runner never steps a state twice). Every other tensor of

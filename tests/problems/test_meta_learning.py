@@ -13,6 +13,7 @@ from probhelpers import close
 import bench
 from bench.errors import InputError
 from bench.oracles import Oracles
+from problems import _episodes as episodes
 from problems import meta_learning as ml
 
 D64 = torch.float64
@@ -111,7 +112,7 @@ def test_fewshot_tasks_are_seeded_with_disjoint_classes():
     train = {c for task in prob.task_classes["train"] for c in task}
     test = {c for task in prob.task_classes["test"] for c in task}
     assert not train & test and len(train | test) <= 10
-    xs, labels = ml.mnist1d_small(100)
+    xs, labels = episodes.mnist1d_small(100)
     for split, pool in (("train", prob.pool), ("test", prob.test_pool)):
         for task, sx, st, qx, qt in zip(prob.task_classes[split], *pool):
             assert len(set(task)) == 3
@@ -200,13 +201,14 @@ def test_images_are_read_resized_and_normalized(omniglot, miniimagenet):
         os.path.join(omniglot, "images_background/Alpha/character01"))[0])
     raw = torch.tensor(np.asarray(Image.open(path).convert("L").resize((28, 28), Image.BILINEAR)),
                        dtype=D64).unsqueeze(0) / 255
-    close(ml.normalize("omniglot", ml.image(path, 28, "L")), 1 - raw)
+    close(episodes.normalize("omniglot", episodes.image(path, 28, "L")), 1 - raw)
     folder = os.path.join(miniimagenet, "train/n00")
     path = os.path.join(folder, sorted(os.listdir(folder))[0])
     raw = torch.tensor(np.asarray(Image.open(path).convert("RGB").resize((84, 84), Image.BILINEAR)),
                        dtype=D64).permute(2, 0, 1) / 255
     mean, std = torch.tensor([0.485, 0.456, 0.406], dtype=D64), torch.tensor([0.229, 0.224, 0.225], dtype=D64)
-    close(ml.normalize("miniimagenet", ml.image(path, 84, "RGB")), (raw - mean[:, None, None]) / std[:, None, None])
+    close(episodes.normalize("miniimagenet", episodes.image(path, 84, "RGB")),
+          (raw - mean[:, None, None]) / std[:, None, None])
 
 
 @pytest.mark.parametrize("bad", ["missing", "file", "layout", "few"])
