@@ -143,12 +143,18 @@ def defines(cls: type, name: str) -> bool:
 
 def _half(pair: str, k: int):
     """Piece k of the analytic pair ``pair``."""
-    return _derived(lambda self, *args, **kw: getattr(self, pair)(*args, **kw)[k])
+    def piece(self, *args, **kw):
+        return getattr(self, pair)(*args, **kw)[k]
+    piece.__doc__ = f"Item {k} of {pair} (derived)."
+    return _derived(piece)
 
 
 def _joined(first: str, second: str):
     """The pair of two analytic pieces."""
-    return _derived(lambda self, *args, **kw: (getattr(self, first)(*args, **kw), getattr(self, second)(*args, **kw)))
+    def pair(self, *args, **kw):
+        return getattr(self, first)(*args, **kw), getattr(self, second)(*args, **kw)
+    pair.__doc__ = f"({first}, {second}) (derived)."
+    return _derived(pair)
 
 
 def pointwise(fn):
