@@ -39,8 +39,9 @@ Problems:
   Image backbones: ``conv4`` (Vinyals et al. 2016: 4 x [conv3x3 64w, BatchNorm, ReLU, maxpool 2],
   flattened) and ``resnet12`` (Lee et al. 2019 MetaOptNet; Oreshkin et al. 2018: 4 residual blocks
   of 3 x [conv3x3, BatchNorm, LeakyReLU 0.1] with a 1x1 conv + BatchNorm shortcut and maxpool 2,
-  widths 64-160-320-640 x w, global average pooling), w = ``width``. Only the files the sampled
-  tasks use are read (cached per process, keyed on the path).
+  widths 64-160-320-640 x w, global average pooling), w = ``width``; built in problems/_nets.py.
+  Only the files the sampled tasks use are read (cached per process, keyed on the path); the
+  loaders and the task sampling are in problems/_episodes.py.
 
 Tasks: training tasks from the training classes, ``n_test_tasks`` held-out tasks from the test
 classes (disjoint). Start: the backbone with PyTorch's default init from ``instance_seed``
@@ -53,6 +54,9 @@ accelerated gradient from 0 on the ridge-regularized cross-entropy with step 1 /
 (sqrt(L) - sqrt(ridge)) / (sqrt(L) + sqrt(ridge)), L = lambda_max(A^T A / n) / 2 + ridge (Boehning's
 bound on the softmax Hessian). Also ``value`` (Phi(x) for the sinusoid, else f(x, y) on the
 training pool) and for the sinusoid ``grad_norm_sq`` and ``inner_gap``.
+
+Oracles: ``grad_g_xy``, ``grad_f`` and ``hvp_cross`` by plain reverse-mode torch.autograd (the
+other pieces derived from them); vmap cannot trace that code, so ``vmap_over_samples = False``.
 """
 from __future__ import annotations
 
