@@ -134,7 +134,7 @@ def es_jacobian(oracles: OracleProtocol, x: Tensor, y0: Tensor, u: Tensor, mu: f
     xs = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + mu * u])
     ys = y0.unsqueeze(0).expand(xs.shape[0], *y0.shape)
     ys = inner_gd(oracles, xs, ys, steps, lr, batch_size)
-    return ys[0], (ys[1:] - ys[0]) / mu
+    return ys[0].clone(), (ys[1:] - ys[0]) / mu        # a copy: the state keeps no (Q + 1, d) buffer
 
 
 def es_vjp(u: Tensor, delta: Tensor, w: Tensor) -> Tensor:
