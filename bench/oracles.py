@@ -1,22 +1,22 @@
 """Counted oracles: the only way a solver touches a problem.
 
-Every call is counted by kind (the method's name) and by samples touched, so that any solver
-can be put on an oracle-call or sample axis without per-solver cost tables. A call on B stacked
-points (x, y with a leading batch dimension) counts B calls and B * batch samples.
+``Oracles`` implements ``solvers.base.OracleProtocol`` (the methods a solver may call) on top
+of a ``problems.base.Problem``, whose oracle pieces (analytic, derived or torch.func; see
+problems/base.py) it calls unchanged. Every call is counted by kind and by samples touched, so
+that any solver can be put on an oracle-call or sample axis without per-solver cost tables. A
+call on B stacked points (x, y with a leading batch dimension) counts B calls and B * batch
+samples.
 
-Kinds: grad_g, grad_f, hvp, cross, hvp_cross, g, f.
+Kinds: grad_g (the methods grad_g, grad_g_x and grad_g_xy), grad_f, hvp, cross, hvp_cross, g, f.
 
-Per-sample values (SAGA tables): ``per_sample(kind, x, y, idx, v=None, wrt="y")`` returns one
-row per sample of idx, counted exactly as that many one-sample calls (calls and samples +=
-len(idx)). It uses the problem's analytic ``per_sample`` when the problem has one (and the
-class that defines it also defines, or inherits, the oracle it batches: a subclass that
-overrides an oracle without its per-sample version gets the generic path), otherwise
-torch.func.vmap of the one-sample oracle over the sample indices, otherwise a loop of
-one-sample calls (for problems whose code vmap cannot trace).
-
-Default implementations derive everything from ``problem.g`` / ``problem.f`` with torch.func;
-a problem may provide any of them analytically (same name, same signature) and the counting
-is identical.
+Per-sample values (SAGA tables): ``per_sample(kind, x, y, idx, v=None)``, kind the name of an
+oracle piece, returns one row per sample of idx, counted exactly as that many one-sample calls
+(calls and samples += len(idx)). It uses the problem's analytic ``per_sample`` when the problem
+has one (and no subclass below the class that defines it redefines that piece or its
+objective), otherwise torch.func.vmap of the one-sample piece over the sample indices, or, for
+a problem that declares ``vmap_over_samples = False`` (code vmap cannot trace), one call per
+sample. The choice is made when the oracles are built; a vmap failure is an error, not a
+silent fallback.
 
 Minibatches come from ``sample_inner`` / ``sample_outer``: contiguous blocks of the sample
 order, visited in a random order per epoch (sampling without replacement at block level, the
@@ -30,12 +30,13 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch.func import grad, jvp, vjp, vmap
+from torch.func import vmap
 
-from problems.base import Index, batch_size_of
+from problems.base import DERIVATIVES, Index, Problem, batch_size_of, defines
 
 KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross", "g", "f")
-PER_SAMPLE_KINDS = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross")   # also: the analytic ones
+PER_SAMPLE_KINDS = DERIVATIVES          # every oracle piece (the names of Oracles' methods)
+COUNTED_AS = {k: "grad_g" if k.startswith("grad_g") else k for k in DERIVATIVES}
 VMAP_CHUNK = 128       # samples per vmap call of the generic per-sample path (bounds its memory)
 
 
@@ -82,17 +83,20 @@ def sample_rows(idx: Index, n: int) -> torch.Tensor:
     return torch.as_tensor(idx, dtype=torch.long).reshape(-1)
 
 
-def _owner(cls: type, attr: str) -> Optional[type]:
-    """The class of cls's MRO that defines attr as a callable, or None."""
-    return next((c for c in cls.__mro__ if callable(vars(c).get(attr))), None)
+def _depends(kind: str) -> tuple:
+    """The pieces and objective an oracle piece's per-sample rows depend on."""
+    if kind == "grad_f":
+        return ("grad_f", "f")
+    group = ("grad_g", "grad_g_x", "grad_g_xy") if kind.startswith("grad_g") else ("hvp", "cross", "hvp_cross")
+    return (*group, "g")
 
 
 def _trusted_per_sample(cls: type, kind: str) -> bool:
-    """Whether cls's analytic per_sample may replace one-sample calls of the oracle ``kind``:
-    it must be defined where (or below where) that oracle, or g / f for a torch.func oracle, is."""
-    mine = _owner(cls, "per_sample")
-    base = _owner(cls, kind) or _owner(cls, "f" if kind == "grad_f" else "g")
-    return mine is not None and base is not None and issubclass(mine, base)
+    """Whether cls's analytic per_sample may replace one-sample calls of the piece ``kind``: no
+    class below the one defining per_sample writes that piece, its group or its objective."""
+    mro = cls.__mro__
+    mine = next((c for c in mro if callable(vars(c).get("per_sample"))), None)
+    return mine is not None and not any(defines(c, k) for c in mro[:mro.index(mine)] for k in _depends(kind))
 
 
 def _stack(outs: list):
@@ -102,15 +106,11 @@ def _stack(outs: list):
     return torch.stack(outs)
 
 
-def _over_points(fn, *args):
-    """Apply a per-point function to 1-D args, or vmap it over a leading batch dimension."""
-    return vmap(fn)(*args) if args[0].dim() == 2 else fn(*args)
-
-
 class Oracles:
-    """Counted first- and second-order oracles of one problem, for one run."""
+    """Counted first- and second-order oracles of one problem, for one run
+    (implements solvers.base.OracleProtocol)."""
 
-    def __init__(self, problem, generator: torch.Generator):
+    def __init__(self, problem: Problem, generator: torch.Generator):
         self.problem = problem
         self.dim_x, self.dim_y = problem.dim_x, problem.dim_y
         self.n_inner, self.n_outer = problem.n_inner, problem.n_outer
@@ -122,12 +122,10 @@ class Oracles:
         outer_gen.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
         self._inner = BlockSampler(problem.n_inner, generator)
         self._outer = BlockSampler(problem.n_outer, outer_gen)
-        # analytic override if the problem has one, torch.func otherwise
-        for kind in PER_SAMPLE_KINDS:
-            impl = getattr(problem, kind, None)
-            setattr(self, "_" + kind, impl if callable(impl) else getattr(self, "_auto_" + kind))
+        for kind in DERIVATIVES:         # the problem's pieces, bound once (analytic or derived)
+            setattr(self, "_" + kind, getattr(problem, kind))
         self._analytic_rows = {kind: _trusted_per_sample(type(problem), kind) for kind in PER_SAMPLE_KINDS}
-        self._vmap_rows = dict.fromkeys(PER_SAMPLE_KINDS, True)     # False once vmap failed
+        self._vmap_rows = bool(problem.vmap_over_samples)        # else one call per sample
 
     # ------------------------------------------------------------------ sampling
     def sample_inner(self, batch_size: int) -> Index:
@@ -164,12 +162,20 @@ class Oracles:
         self._count("f", x, idx, self.n_outer)
         return self.problem.f(x, y, idx)
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
-        """grad_y g (wrt="y"), grad_x g (wrt="x") or the pair (grad_x g, grad_y g) (wrt="xy")."""
-        if wrt not in ("x", "y", "xy"):
-            raise ValueError(f"wrt must be 'x', 'y' or 'xy', got {wrt!r}")
+    def grad_g(self, x, y, idx: Index = None):
+        """grad_y g (in R^dim_y)."""
         self._count("grad_g", x, idx, self.n_inner)
-        return self._grad_g(x, y, idx, wrt)
+        return self._grad_g(x, y, idx)
+
+    def grad_g_x(self, x, y, idx: Index = None):
+        """grad_x g (in R^dim_x); counted as grad_g."""
+        self._count("grad_g", x, idx, self.n_inner)
+        return self._grad_g_x(x, y, idx)
+
+    def grad_g_xy(self, x, y, idx: Index = None):
+        """(grad_x g, grad_y g); counted as one grad_g."""
+        self._count("grad_g", x, idx, self.n_inner)
+        return self._grad_g_xy(x, y, idx)
 
     def grad_f(self, x, y, idx: Index = None):
         """(grad_x f, grad_y f)."""
@@ -191,68 +197,40 @@ class Oracles:
         self._count("hvp_cross", x, idx, self.n_inner)
         return self._hvp_cross(x, y, v, idx)
 
-    def per_sample(self, kind: str, x, y, idx: Index = None, v=None, wrt: str = "y"):
-        """Per-sample values of the oracle ``kind`` at one point (1-D x, y), one row per sample.
+    def per_sample(self, kind: str, x, y, idx: Index = None, v=None):
+        """Per-sample values of the oracle piece ``kind`` at one point (1-D x, y), one row per sample.
 
         Row r is ``kind`` on the r-th sample of idx alone (as ``getattr(self, kind)(x, y[, v],
-        slice(i, i + 1))``): a tensor, or a tuple of tensors for grad_g wrt="xy", grad_f and
+        slice(i, i + 1))``): a tensor, or a tuple of tensors for grad_g_xy, grad_f and
         hvp_cross, each with a leading dimension len(idx). ``v`` is the vector of hvp, cross and
-        hvp_cross; ``wrt`` that of grad_g. Counted as len(idx) calls of one sample each.
+        hvp_cross. Counted as len(idx) calls of one sample each (of the kind ``kind`` counts as).
         """
         if kind not in PER_SAMPLE_KINDS:
             raise ValueError(f"kind must be one of {', '.join(PER_SAMPLE_KINDS)}, got {kind!r}")
         if x.dim() != 1:
             raise ValueError("per_sample takes one point (1-D x and y)")
-        if kind == "grad_g" and wrt not in ("x", "y", "xy"):
-            raise ValueError(f"wrt must be 'x', 'y' or 'xy', got {wrt!r}")
-        m = batch_size_of(idx, self.n_outer if kind == "grad_f" else self.n_inner)
-        self.calls[kind] += m
-        self.samples[kind] += m
+        n = self.n_outer if kind == "grad_f" else self.n_inner
+        m = batch_size_of(idx, n)
+        self.calls[COUNTED_AS[kind]] += m
+        self.samples[COUNTED_AS[kind]] += m
         if self._analytic_rows[kind]:
-            return self.problem.per_sample(kind, x, y, idx, v=v, wrt=wrt)
-        args = (x, y) if kind in ("grad_g", "grad_f") else (x, y, v)
-        kw = {"wrt": wrt} if kind == "grad_g" else {}
+            return self.problem.per_sample(kind, x, y, idx, v=v)
+        args = (x, y) if kind.startswith("grad") else (x, y, v)
         one = getattr(self, "_" + kind)
-        rows = sample_rows(idx, self.n_outer if kind == "grad_f" else self.n_inner)
-        if self._vmap_rows[kind]:
-            try:
-                return vmap(lambda i: one(*args, i.unsqueeze(0), **kw), chunk_size=VMAP_CHUNK)(rows)
-            except Exception:       # the problem's code cannot be vmapped over an index: loop
-                self._vmap_rows[kind] = False
-        return _stack([one(*args, slice(i, i + 1), **kw) for i in rows.tolist()])
-
-    # --------------------------------------------------- torch.func default oracles
-    def _auto_grad_g(self, x, y, idx, wrt):
-        argnums = {"x": 0, "y": 1, "xy": (0, 1)}[wrt]
-        return _over_points(grad(lambda a, b: self.problem.g(a, b, idx), argnums=argnums), x, y)
-
-    def _auto_grad_f(self, x, y, idx):
-        return _over_points(grad(lambda a, b: self.problem.f(a, b, idx), argnums=(0, 1)), x, y)
-
-    def _grad_y_g(self, idx):
-        return grad(lambda a, b: self.problem.g(a, b, idx), argnums=1)
-
-    def _auto_hvp(self, x, y, v, idx):
-        gy = self._grad_y_g(idx)
-        return _over_points(lambda a, b, w: jvp(lambda b_: gy(a, b_), (b,), (w,))[1], x, y, v)
-
-    def _auto_cross(self, x, y, v, idx):
-        gx = grad(lambda a, b: self.problem.g(a, b, idx), argnums=0)
-        return _over_points(lambda a, b, w: jvp(lambda b_: gx(a, b_), (b,), (w,))[1], x, y, v)
-
-    def _auto_hvp_cross(self, x, y, v, idx):
-        gy = self._grad_y_g(idx)
-
-        def one(a, b, w):
-            _, pullback = vjp(gy, a, b)
-            jv, hv = pullback(w)
-            return hv, jv
-        return _over_points(one, x, y, v)
+        rows = sample_rows(idx, n)
+        if not self._vmap_rows:
+            return _stack([one(*args, slice(i, i + 1)) for i in rows.tolist()])
+        try:
+            return vmap(lambda i: one(*args, i.unsqueeze(0)), chunk_size=VMAP_CHUNK)(rows)
+        except RuntimeError as exc:     # say what to do, keep the cause
+            raise RuntimeError(f"{type(self.problem).__name__}.{kind}: torch.func.vmap over the sample "
+                               "indices failed; a problem whose oracles vmap cannot trace declares "
+                               "vmap_over_samples = False") from exc
 
 
-def uses_torch_func(problem) -> bool:
-    """Whether Oracles derive some oracle of this problem with torch.func (no analytic version)."""
-    return not all(callable(getattr(problem, kind, None)) for kind in PER_SAMPLE_KINDS)
+def uses_torch_func(problem: Problem) -> bool:
+    """Whether some oracle piece of this problem is computed by torch.func (no analytic version)."""
+    return bool(problem.autodiff_oracles())
 
 
 def make_generators(seed: int, device: Optional[torch.device] = None) -> dict[str, torch.Generator]:

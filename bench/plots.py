@@ -8,8 +8,9 @@ Per problem P (file names use the problem label):
                   against 1/eps, log-log, with eps^-1.5 and eps^-2 reference lines and each
                   solver's fitted slope and fit range (publish.fit_slope) in the legend; only for
                   problems reporting grad_norm_sq
-  bars-P          time per step (median, IQR whiskers), peak RSS and its growth during the run,
-                  peak GPU memory when any run has one
+  bars-P          time per step (median, IQR whiskers); the solver's deterministic memory: its
+                  state and one step's peak of tensor bytes (bench/memory.py); the process
+                  figures: peak RSS, USS, peak GPU memory when any run has one
   hypergrad-P     hypergradient relative error vs iterations, for solvers that expose their estimate
 Per suite: profile (performance profiles: fraction of problems solved within tau x the fastest
 solver's time, one panel per target). Each figure is written as PNG and PDF.
@@ -118,10 +119,11 @@ def _nanquantiles(vals: np.ndarray, qs) -> list[np.ndarray]:
     return out
 
 
-def _log_y(ax, values) -> None:
+def _log_y(ax, values, axis: str = "y") -> None:
+    """Log scale on that axis when the finite values are all > 0 and span more than 100x."""
     v = np.asarray([x for x in values if np.isfinite(x)])
     if v.size and (v > 0).all() and v.max() / v.min() > 100:
-        ax.set_yscale("log")
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
 def _curves(ax, data: pub.Data, problem: str, xcol: str, ycol: str, palette, min_x: float = 0) -> None:
@@ -197,15 +199,21 @@ def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
     return fig
 
 
+BAR_PANELS = (("time_per_step_median", "time per step (s)", "time_per_step_iqr"),
+              ("state_mib_median", "solver state (MiB)", None),
+              ("step_peak_mib_median", "one step's tensors, peak (MiB)", None),
+              ("rss_peak_mib_median", "process: peak RSS (MiB)", None),
+              ("uss_mib_median", "process: USS (MiB)", None),
+              ("cuda_alloc_peak_mib_median", "process: peak CUDA allocated (MiB)", None),
+              ("cuda_reserved_peak_mib_median", "process: peak CUDA reserved (MiB)", None))
+LABELLED = ("state_mib_median", "step_peak_mib_median")      # bars with their value written
+
+
 def bars(board, problem: str, palette) -> Figure:
+    """Time per step, the deterministic memory (state, one step's peak; log axis when the values
+    span more than 100x, values written) and the process figures that any run reported."""
     rows = board[board.problem == problem]
-    panels = [("time_per_step_median", "time per step (s)", "time_per_step_iqr"),
-              ("rss_peak_mib_median", "peak RSS (MiB)", None),
-              ("rss_run_mib_median", "RSS growth during the run (MiB)", None)]
-    for col, label in (("cuda_alloc_peak_mib_median", "peak CUDA allocated (MiB)"),
-                       ("cuda_reserved_peak_mib_median", "peak CUDA reserved (MiB)")):
-        if col in rows.columns and rows[col].notna().any():
-            panels.append((col, label, None))
+    panels = [p for p in BAR_PANELS if p[0] in rows.columns and rows[p[0]].notna().any()]
     fig = _figure(1, len(panels), w=3.4, h=0.6 + 0.2 * len(rows), legend=0.1)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     y = np.arange(len(rows))
@@ -215,8 +223,17 @@ def bars(board, problem: str, palette) -> Figure:
         ax.barh(y, np.nan_to_num(vals), xerr=xerr, color=[palette[s] for s in rows.solver], capsize=2)
         ax.set_yticks(y, rows.solver if ax is axes[0] else [""] * len(rows), fontsize=7)
         ax.invert_yaxis()
+        if col in LABELLED:
+            _log_y(ax, vals, axis="x")
+            if np.isfinite(vals).any() and np.nanmax(vals) > 0:          # room for the values
+                ax.set_xlim(right=np.nanmax(vals) * (4 if ax.get_xscale() == "log" else 1.25))
+            for yi, v in zip(y, vals):
+                if np.isfinite(v):
+                    ax.text(v, yi, f" {v:.3g}", va="center", fontsize=6)
         _style(ax, label, "")
-    fig.suptitle(f"{problem}: time and memory per solver (medians over seeds)", fontsize=10)
+    fig.suptitle(f"{problem}: time and memory per solver, medians over seeds (state and step peak: "
+                 "tensor bytes of one profiled step, deterministic; process: whole worker process)",
+                 fontsize=10)
     return fig
 
 

@@ -22,6 +22,9 @@
                                                      nvidia-ml-py), read at the checkpoint
   GPU columns are NaN when there is no CUDA device or NVML cannot be loaded or fails (after
   the first failure NVML is not asked again): never an exception, never a warning.
+      pss_mib / uss_mib  proportional and unique set size of this process at the checkpoint
+                         (Linux /proc/self/smaps_rollup: Pss, Private_Clean + Private_Dirty),
+                         current values, not peaks; NaN where smaps_rollup cannot be read
 * ``resume()``: after untimed work (metric evaluation): restart the peak counters from here,
   so that work's memory is not counted; the peaks sampled so far are kept (running maximum).
 
@@ -33,6 +36,14 @@ what the process held before the run (interpreter, torch, the problem's data): t
 ``meta.json`` records that as ``rss_start_mib`` and the method as ``rss_method``. Where
 clear_refs cannot be written, the peak is the process's lifetime VmHWM; without /proc
 (not Linux), ``getrusage``'s ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+
+These are process figures: a forked worker's RSS counts every page it maps, including the
+warmed parent's (torch, data sets) shared copy-on-write, so ``rss_peak_mib`` is about the same
+for every solver. PSS divides each shared page by the number of processes mapping it (so it
+depends on how many workers run at once); USS counts only the pages this process alone maps
+(what it wrote since the fork, its own allocations), the process figure that moves with the
+run. Reading smaps_rollup walks the page tables: about 1-5 ms per checkpoint, clock stopped.
+The deterministic per-run measure of the solver's own tensors is bench/memory.py.
 """
 from __future__ import annotations
 
@@ -47,6 +58,7 @@ import torch
 
 NAN = math.nan
 GPU_COLUMNS = ("cuda_alloc_peak_mib", "cuda_reserved_peak_mib", "nvml_used_mib", "nvml_util_pct")
+SMAPS_COLUMNS = ("pss_mib", "uss_mib")
 MIB = 1024 * 1024
 
 
@@ -63,6 +75,21 @@ def _status_kib(field: str) -> float:
 
 def current_rss_mib() -> float:
     return _status_kib("VmRSS") / 1024
+
+
+def smaps_mib() -> dict[str, float]:
+    """{pss_mib, uss_mib} of this process now (Linux smaps_rollup); NaN where it cannot be read."""
+    kib = {}
+    try:
+        with open("/proc/self/smaps_rollup") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty"):
+                    kib[key] = float(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    uss = kib["Private_Clean"] + kib["Private_Dirty"] if "Private_Clean" in kib and "Private_Dirty" in kib else NAN
+    return {"pss_mib": kib.get("Pss", NAN) / 1024, "uss_mib": uss / 1024}
 
 
 def _maxrss_mib() -> float:
@@ -152,6 +179,7 @@ class Probe:
         for key, value in self._read_peaks().items():
             self._peak[key] = value if math.isnan(self._peak[key]) else max(self._peak[key], value)
         out = dict(self._peak)
+        out.update(smaps_mib())
         out["nvml_used_mib"], out["nvml_util_pct"] = self.nvml.sample() if self.cuda else (NAN, NAN)
         return out
 

@@ -30,14 +30,15 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from bench.profiling import GPU_COLUMNS
+from bench.memory import COLUMNS as SOLVER_MEMORY
+from bench.profiling import GPU_COLUMNS, SMAPS_COLUMNS
 from bench.store import STATUSES, TRACED, write_atomic
 
 TARGETS = (25, 50, 75)                     # percent of the way from the start value to the best
 BEST_FLOOR = 1e-10                         # m* is taken >= 1e-10 m0 for the targets
 TAUS = (1, 2, 5, 10)                       # performance-profile factors
 AXES = {"time": "time", "calls": "calls_total", "samples": "samples_total"}
-MEMORY = ("rss_peak_mib", *GPU_COLUMNS)
+MEMORY = (*SOLVER_MEMORY, "rss_peak_mib", *SMAPS_COLUMNS, *GPU_COLUMNS)   # per run: max over checkpoints
 ENV_FIELDS = ("git_commit", "device_name", "host", "threads", "versions")
 NAN = math.nan
 

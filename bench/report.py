@@ -19,7 +19,8 @@ from bench.store import write_atomic
 BRIEF = ("solver", "seeds", "seeds_finished", "seeds_diverged", "seeds_failed", "seeds_timeout",
          "seeds_skipped", "final_{main}_median", "final_{main}_iqr",
          *(f"time_to_target{lv}" for lv in pub.TARGETS), "samples_to_target50", "calls_to_target50",
-         "time_per_step_median", "rss_peak_mib_median", "rss_run_mib_median",
+         "time_per_step_median", "state_mib_median", "step_peak_mib_median",
+         "rss_peak_mib_median", "rss_run_mib_median", "uss_mib_median",
          "cuda_alloc_peak_mib_median", "calls_total_per_step", "samples_total_per_step")
 
 SCRIPT = """

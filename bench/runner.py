@@ -7,7 +7,9 @@ divergence, samples memory, and returns the trace as a tidy table (one row per c
 
 Timing: ``time`` is the cumulative time spent in ``init`` and ``step`` only. Warm-up steps run
 on a throwaway copy (fresh oracles and generators) before the clock starts, so they neither
-count nor change the trace. Metric evaluation, divergence checks at checkpoints and memory
+count nor change the trace; one more step of that copy is profiled for the deterministic memory
+columns ``state_mib`` and ``step_peak_mib`` (bench/memory.py; written on every row of the run,
+the profiled step's index and wall time in meta.json's ``memory_probe``). Metric evaluation, divergence checks at checkpoints and memory
 sampling happen with the clock stopped; memory peaks (bench/profiling.py) are sampled before
 the metrics and restarted after them, so they cover init and steps only. On CUDA the clock is
 synchronized at checkpoints only (the seconds budget reads it unsynchronized after each step).
@@ -41,6 +43,7 @@ import pandas as pd
 import torch
 
 from bench.oracles import Oracles, make_generators
+from bench.memory import COLUMNS as MEMORY_COLUMNS, profile_step
 from bench.profiling import Probe, current_rss_mib
 from bench.registry import resolve_problem, resolve_solver
 from bench.spec import DTYPES, RunSpec
@@ -171,16 +174,9 @@ def _execute(spec: RunSpec, warmup: int, on_checkpoint, check_time) -> RunResult
         if skip:
             status, reason = "skipped", why
         else:
-            if warmup:
-                gens = make_generators(spec.seed, spec.device)
-                s = solver.init(Oracles(problem, gens["sampling"]), problem.x0.clone(),
-                                problem.y0.clone(), hp, gens["solver"])
-                for _ in range(warmup):
-                    s = solver.step(s)
-                    check_time(0)
-                del s
+            memory = _throwaway(spec, problem, solver, hp, warmup, meta, check_time)
             status, reason = _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint,
-                                   check_time)
+                                   check_time, memory)
     except RunTimeout as exc:
         status, reason = "timeout", str(exc)
     except Exception:  # noqa: BLE001 - a failing run is a result, the suite goes on
@@ -192,7 +188,29 @@ def _execute(spec: RunSpec, warmup: int, on_checkpoint, check_time) -> RunResult
     return RunResult(spec, status, pd.DataFrame(rows), meta)
 
 
-def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_time) -> tuple[str, str]:
+def _throwaway(spec, problem, solver, hp, warmup, meta, check_time) -> dict[str, float]:
+    """Warm-up and the memory measure, on a throwaway copy (fresh oracles and generators, so the
+    run's trace, random streams and oracle counts are untouched), before the clock starts:
+    ``warmup`` steps, then one more step under bench.memory.profile_step. Returns its columns
+    (NaN, with the error in meta, if that step raises: the run itself then fails or not on its own)."""
+    gens = make_generators(spec.seed, spec.device)
+    s = solver.init(Oracles(problem, gens["sampling"]), problem.x0.clone(), problem.y0.clone(),
+                    hp, gens["solver"])
+    for _ in range(warmup):
+        s = solver.step(s)
+        check_time(0)
+    meta["memory_probe"] = {"step": warmup + 1}
+    try:
+        _, memory, meta["memory_probe"]["seconds"] = profile_step(solver.step, s)
+    except Exception as exc:  # noqa: BLE001 - the measure never decides a run's status
+        memory = dict.fromkeys(MEMORY_COLUMNS, math.nan)
+        meta["memory_probe"]["error"] = f"{type(exc).__name__}: {exc}"
+    check_time(0)
+    return memory
+
+
+def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_time,
+          memory: dict[str, float]) -> tuple[str, str]:
     budget = spec.budget
     gens = make_generators(spec.seed, spec.device)
     oracles = Oracles(problem, gens["sampling"])
@@ -212,10 +230,11 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
     def record() -> tuple[str, str] | None:
         nonlocal main0
         row = {"k": k, "time": elapsed, **oracles.counts()}
-        memory = probe.sample()                 # before the metrics, whose memory is not counted:
+        process = probe.sample()                # before the metrics, whose memory is not counted:
         metrics = _metrics(problem, state)
         probe.resume()                          # peak counters restart after them
         row.update(metrics)
+        row.update(process)
         row.update(memory)
         rows.append(row)
         if on_checkpoint is not None:

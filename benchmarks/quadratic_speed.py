@@ -65,7 +65,7 @@ def raw_soba_oracles(problem, steps: int, repeats: int = 5) -> float:
     for _ in range(repeats):
         t = time.perf_counter()
         for i, j in batches:
-            problem.grad_g(x, y, i, "y")
+            problem.grad_g(x, y, i)
             problem.hvp_cross(x, y, v, i)
             problem.grad_f(x, y, j)
         times.append((time.perf_counter() - t) / steps)

@@ -10,7 +10,9 @@
 * ``init_flat``: PyTorch's default initialization of Linear / Conv layers (uniform in
   +-1/sqrt(fan_in) for weights and biases; norm layers 1 and 0), drawn from an explicit
   ``torch.Generator`` so that the instance seed fixes it (``torch.nn.init`` uses the global RNG).
-* Builders of small networks: ``mlp`` and ``conv1d`` (the MNIST-1D feature extractor).
+* Builders of the backbones: ``mlp``, ``conv1d`` (the MNIST-1D feature extractor), ``conv4``
+  (Conv-4, Vinyals et al. 2016) and ``resnet12`` (ResNet-12, Lee et al. 2019; blocks ``ResBlock``),
+  the image ones with ``BatchNorm(track_running_stats=False)``.
 * Data: ``classes(dataset)`` gives (features, labels) of a multi-class data set that ships with
   a package or is generated: scikit-learn's bundled ``digits`` (1797 8x8 images, 10 classes) and
   ``mnist1d`` (Greydanus 2020, 1-D signals of length 40, 10 classes, generated procedurally by
@@ -109,6 +111,41 @@ def conv1d(length: int, channels: int = 16, layers: int = 3) -> tuple[nn.Module,
         mods += [nn.Conv1d(c_in, channels, 3, stride=2, padding=1), nn.ReLU()]
         c_in, size = channels, (size - 1) // 2 + 1
     return nn.Sequential(*mods, nn.Flatten()), channels * size
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out, track_running_stats=False)]
+
+
+def conv4(c_in: int, width: float = 1.0) -> nn.Module:
+    """Conv-4: 4 x [conv3x3 (64 w channels), BatchNorm, ReLU, maxpool 2], flattened."""
+    c, mods = max(1, round(64 * width)), []
+    for k in range(4):
+        mods += [*conv_bn(c_in if k == 0 else c, c), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*mods, nn.Flatten())
+
+
+class ResBlock(nn.Module):
+    """3 x [conv3x3, BatchNorm, LeakyReLU(0.1)] (no activation before the sum) + a 1x1 conv
+    shortcut with BatchNorm, LeakyReLU(0.1), maxpool 2."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        act = nn.LeakyReLU(0.1)
+        self.body = nn.Sequential(*conv_bn(c_in, c_out), act, *conv_bn(c_out, c_out), act, *conv_bn(c_out, c_out))
+        self.shortcut = nn.Sequential(*conv_bn(c_in, c_out, 1))
+        self.out = nn.Sequential(act, nn.MaxPool2d(2))
+
+    def forward(self, a):
+        return self.out(self.body(a) + self.shortcut(a))
+
+
+def resnet12(c_in: int, width: float = 1.0) -> nn.Module:
+    """ResNet-12: 4 residual blocks of widths (64, 160, 320, 640) x width, global average pool."""
+    widths = [max(1, round(c * width)) for c in (64, 160, 320, 640)]
+    blocks = [ResBlock(a, b) for a, b in zip([c_in, *widths[:-1]], widths)]
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 # ------------------------------------------------------------------------------------ data

@@ -19,15 +19,30 @@ on the same minibatch). ``g``/``f`` then return B values. The harness uses this 
 many inner paths at once (ES Jacobians); the default torch.func oracles vmap over it.
 
 Optional, when known in closed form or by an exact solve (``None`` in the class = absent):
-``y_star(x)``, ``hypergradient(x)`` (grad Phi), ``value(x)`` (Phi). Optional analytic oracles,
-with the exact signatures and return conventions of ``bench.oracles.Oracles``:
-``grad_g(x, y, idx, wrt)``, ``grad_f(x, y, idx)``, ``hvp(x, y, v, idx)``, ``cross(x, y, v, idx)``,
-``hvp_cross(x, y, v, idx)``. Missing ones are derived from ``g`` and ``f`` with torch.func.
+``y_star(x)``, ``hypergradient(x)`` (grad Phi), ``value(x)`` (Phi).
+
+Oracle pieces (the methods solvers call through the counted oracles, same names and signatures
+as ``solvers.base.OracleProtocol``; ``Problem`` has them all):
+
+    grad_g(x, y, idx)        -> grad_y g                  grad_g_x(x, y, idx) -> grad_x g
+    grad_g_xy(x, y, idx)     -> (grad_x g, grad_y g)      grad_f(x, y, idx)   -> (grad_x f, grad_y f)
+    hvp(x, y, v, idx)        -> d2g/dy2 @ v               cross(x, y, v, idx) -> d2g/dxdy @ v
+    hvp_cross(x, y, v, idx)  -> (hvp, cross)
+
+A problem writes analytically the pieces it can do faster than autodiff, each once; the class
+derives the others when it is created (``__init_subclass__``): ``grad_g`` and ``grad_g_x`` from
+an analytic ``grad_g_xy``, ``hvp`` and ``cross`` from an analytic ``hvp_cross``, a pair from its
+two analytic halves, and everything else by torch.func from ``g`` and ``f``
+(``problems/_autodiff.py``; ``autodiff_oracles()`` lists those). So a problem that writes only
+``hvp_cross`` gets all three second-order pieces from it.
 Optional batched per-sample oracle (SAGA-type tables), the signature of
-``Oracles.per_sample``: ``per_sample(kind, x, y, idx, v=None, wrt="y")`` for one point (1-D x, y)
-returns one row per sample of idx (row r = the oracle ``kind`` on that sample alone); used only
-for the kinds whose oracle is defined in its class or a base class (a subclass that overrides
-an oracle must override per_sample too, or the harness vmaps that oracle over the samples).
+``Oracles.per_sample``: ``per_sample(kind, x, y, idx, v=None)`` for one point (1-D x, y), kind
+the name of an oracle piece, returns one row per sample of idx (row r = the piece on that
+sample alone); used only for the kinds that no subclass below the class defining per_sample
+redefines (nor the objective they differentiate), otherwise the harness vmaps the one-sample
+piece over the samples, or calls it once per sample where ``vmap_over_samples = False`` (the
+problem's oracles cannot be traced by torch.func.vmap over a sample index, e.g. code written
+with torch.autograd).
 
 Small test instance: the class attribute ``test_params`` (a dict of ``Params`` fields, default
 ``{}`` = the defaults) names a small instance (a few dimensions, a few dozen samples) on which
@@ -52,6 +67,8 @@ from typing import Any, ClassVar, Optional, Union
 import torch
 from torch.func import vmap
 
+from problems import _autodiff
+
 Index = Union[None, slice, torch.Tensor]
 
 PROBLEMS: dict[str, type] = {}
@@ -62,6 +79,8 @@ def register(cls: type) -> type:
     name = getattr(cls, "name", None)
     if not name or not isinstance(name, str):
         raise TypeError(f"{cls.__qualname__} needs a string class attribute 'name'")
+    if not issubclass(cls, Problem):
+        raise TypeError(f"problem {name!r} must subclass problems.base.Problem (its oracle defaults live there)")
     if name in PROBLEMS and PROBLEMS[name] is not cls:
         raise ValueError(f"problem name {name!r} registered twice")
     PROBLEMS[name] = cls
@@ -100,6 +119,44 @@ def is_real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+# ------------------------------------------------------------------------ oracle pieces
+DERIVATIVES = ("grad_g", "grad_g_x", "grad_g_xy", "grad_f", "hvp", "cross", "hvp_cross")
+PAIRS = {"grad_g_xy": ("grad_g_x", "grad_g"), "hvp_cross": ("hvp", "cross")}     # pair: its halves
+
+
+def _derived(fn):
+    """Mark an oracle piece as not written by the problem (a default or derived one)."""
+    fn.derived = True
+    return fn
+
+
+def analytic(cls: type, name: str) -> bool:
+    """Whether the oracle piece ``name`` of class cls is one a problem wrote (not derived)."""
+    return not getattr(getattr(cls, name), "derived", False)
+
+
+def defines(cls: type, name: str) -> bool:
+    """Whether cls's own body writes the oracle piece or objective ``name``."""
+    fn = vars(cls).get(name)
+    return fn is not None and not getattr(fn, "derived", False)
+
+
+def _half(pair: str, k: int):
+    """Piece k of the analytic pair ``pair``."""
+    def piece(self, *args, **kw):
+        return getattr(self, pair)(*args, **kw)[k]
+    piece.__doc__ = f"Item {k} of {pair} (derived)."
+    return _derived(piece)
+
+
+def _joined(first: str, second: str):
+    """The pair of two analytic pieces."""
+    def pair(self, *args, **kw):
+        return getattr(self, first)(*args, **kw), getattr(self, second)(*args, **kw)
+    pair.__doc__ = f"({first}, {second}) (derived)."
+    return _derived(pair)
+
+
 def pointwise(fn):
     """Decorator for ``g``/``f`` written for 1-D x and y: stacked points (B, dim) are vmapped."""
     @functools.wraps(fn)
@@ -134,12 +191,69 @@ class Problem:
         self.device = torch.device(device)
         self.dtype = dtype or self.default_dtype
 
+    # whether the harness may torch.func.vmap the one-sample oracles over sample indices
+    # (Oracles.per_sample); False: one call per sample (oracles vmap cannot trace)
+    vmap_over_samples: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        """Derive the oracle pieces cls does not write (module docstring), once per class."""
+        super().__init_subclass__(**kwargs)
+        for pair, halves in PAIRS.items():
+            mine = {k: analytic(cls, k) for k in (pair, *halves)}
+            for k, half in enumerate(halves):
+                if not mine[half]:
+                    setattr(cls, half, _half(pair, k) if mine[pair] else vars(Problem)[half])
+            if not mine[pair]:
+                setattr(cls, pair, _joined(*halves) if all(mine[h] for h in halves) else vars(Problem)[pair])
+
+    @classmethod
+    def autodiff_oracles(cls) -> frozenset:
+        """The oracle pieces of cls computed by torch.func (none written or derivable)."""
+        return frozenset(k for k in DERIVATIVES if getattr(cls, k) is vars(Problem)[k])
+
     # ----------------------------------------------------------------- objectives
     def g(self, x: torch.Tensor, y: torch.Tensor, idx: Index = None) -> torch.Tensor:
         raise NotImplementedError
 
     def f(self, x: torch.Tensor, y: torch.Tensor, idx: Index = None) -> torch.Tensor:
         raise NotImplementedError
+
+    # ------------------------------------------- oracle pieces: torch.func defaults
+    @_derived
+    def grad_g(self, x: torch.Tensor, y: torch.Tensor, idx: Index = None) -> torch.Tensor:
+        """grad_y g (in R^dim_y)."""
+        return _autodiff.gradient(self.g, x, y, idx, 1)
+
+    @_derived
+    def grad_g_x(self, x: torch.Tensor, y: torch.Tensor, idx: Index = None) -> torch.Tensor:
+        """grad_x g (in R^dim_x)."""
+        return _autodiff.gradient(self.g, x, y, idx, 0)
+
+    @_derived
+    def grad_g_xy(self, x: torch.Tensor, y: torch.Tensor, idx: Index = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(grad_x g, grad_y g)."""
+        return _autodiff.gradient(self.g, x, y, idx, (0, 1))
+
+    @_derived
+    def grad_f(self, x: torch.Tensor, y: torch.Tensor, idx: Index = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(grad_x f, grad_y f)."""
+        return _autodiff.gradient(self.f, x, y, idx, (0, 1))
+
+    @_derived
+    def hvp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, idx: Index = None) -> torch.Tensor:
+        """d2g/dy2 @ v (in R^dim_y)."""
+        return _autodiff.hvp(self.g, x, y, v, idx)
+
+    @_derived
+    def cross(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, idx: Index = None) -> torch.Tensor:
+        """d2g/dxdy @ v (in R^dim_x), v in R^dim_y."""
+        return _autodiff.cross(self.g, x, y, v, idx)
+
+    @_derived
+    def hvp_cross(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+                  idx: Index = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d2g/dy2 @ v, d2g/dxdy @ v)."""
+        return _autodiff.hvp_cross(self.g, x, y, v, idx)
 
     # ------------------------------------------------------- optional ground truth
     y_star = None          # (x) -> y*(x)

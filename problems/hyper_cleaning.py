@@ -177,15 +177,15 @@ class HyperCleaning(Problem):
         sig = torch.sigmoid(x[rows])
         return rows, self.data["train"].x[rows], self.noisy_t[rows], sig, sig * (1 - sig) / rows.numel()
 
-    def _grad_g(self, x, y, idx, wrt):
+    def _grad_g(self, x, y, idx, with_x: bool):
+        """(grad_x g, grad_y g), grad_x g None without with_x."""
         rows, a, t, sig, dsig = self._train(x, idx)
         gy, _, r, _ = self._backprop(y, a, t, sig / rows.numel())
         gy = gy + self.params.ridge * y
-        if wrt == "y":
-            return gy
+        if not with_x:
+            return None, gy
         ce = F.cross_entropy(self.net(y, a), t, reduction="none")
-        gx = torch.zeros_like(x).index_add(0, rows, dsig * ce)
-        return gx if wrt == "x" else (gx, gy)
+        return torch.zeros_like(x).index_add(0, rows, dsig * ce), gy
 
     def _hvp_cross(self, x, y, v, idx):
         rows, a, t, sig, dsig = self._train(x, idx)
@@ -198,20 +198,17 @@ class HyperCleaning(Problem):
         gy = self._backprop(y, a, t, torch.full((a.shape[0],), 1 / a.shape[0], dtype=a.dtype, device=a.device))[0]
         return torch.zeros_like(x), gy
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
-        return self._points(lambda a, b: self._grad_g(a, b, idx, wrt), x, y)
+    def grad_g(self, x, y, idx: Index = None):
+        return self._points(lambda a, b: self._grad_g(a, b, idx, False)[1], x, y)
+
+    def grad_g_xy(self, x, y, idx: Index = None):
+        return self._points(lambda a, b: self._grad_g(a, b, idx, True), x, y)
 
     def grad_f(self, x, y, idx: Index = None):
         return self._points(lambda a, b: self._grad_f(a, b, idx), x, y)
 
     def hvp_cross(self, x, y, v, idx: Index = None):
         return self._points(lambda a, b, w: self._hvp_cross(a, b, w, idx), x, y, v)
-
-    def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[0]
-
-    def cross(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[1]
 
     @staticmethod
     def _points(fn, *args):

@@ -136,26 +136,26 @@ class HyperRepresentation(_ml.HeldOut, RidgeHead, Problem):
         gy = (lmat.transpose(-1, -2) @ u.unsqueeze(-1)).squeeze(-1) + ridge * w
         return (u.unsqueeze(-1) * w.unsqueeze(-2)).flatten(-2), gy
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
-        gx, gy = self._grads("train", x, y, idx, self.params.ridge)
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+    def grad_g_xy(self, x, y, idx: Index = None):
+        return self._grads("train", x, y, idx, self.params.ridge)
 
     def grad_f(self, x, y, idx: Index = None):
         return self._grads("val", x, y, idx, 0.0)
 
-    def hvp_cross(self, x, y, v, idx: Index = None, want: str = "hc"):
+    def _second(self, x, y, v, idx: Index, with_cross: bool):
+        """(H v, J v), J v None without with_cross."""
         a, lmat, u = self._fit("train", x, y, idx)
         q = (lmat @ v.unsqueeze(-1)).squeeze(-1) @ a.T @ a / a.shape[0]        # A^T A L v / b
         hv = (lmat.transpose(-1, -2) @ q.unsqueeze(-1)).squeeze(-1) + self.params.ridge * v
         jv = (u.unsqueeze(-1) * v.unsqueeze(-2) + q.unsqueeze(-1) * y.unsqueeze(-2)).flatten(-2) \
-            if "c" in want else None
+            if with_cross else None
         return hv, jv
 
-    def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx, "h")[0]
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        return self._second(x, y, v, idx, True)
 
-    def cross(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx, "c")[1]
+    def hvp(self, x, y, v, idx: Index = None):
+        return self._second(x, y, v, idx, False)[0]
 
     # ---------------------------------------------------------------------- ground truth
     def _system(self, x):

@@ -39,8 +39,9 @@ Problems:
   Image backbones: ``conv4`` (Vinyals et al. 2016: 4 x [conv3x3 64w, BatchNorm, ReLU, maxpool 2],
   flattened) and ``resnet12`` (Lee et al. 2019 MetaOptNet; Oreshkin et al. 2018: 4 residual blocks
   of 3 x [conv3x3, BatchNorm, LeakyReLU 0.1] with a 1x1 conv + BatchNorm shortcut and maxpool 2,
-  widths 64-160-320-640 x w, global average pooling), w = ``width``. Only the files the sampled
-  tasks use are read (cached per process, keyed on the path).
+  widths 64-160-320-640 x w, global average pooling), w = ``width``; built in problems/_nets.py.
+  Only the files the sampled tasks use are read (cached per process, keyed on the path); the
+  loaders and the task sampling are in problems/_episodes.py.
 
 Tasks: training tasks from the training classes, ``n_test_tasks`` held-out tasks from the test
 classes (disjoint). Start: the backbone with PyTorch's default init from ``instance_seed``
@@ -53,163 +54,28 @@ accelerated gradient from 0 on the ridge-regularized cross-entropy with step 1 /
 (sqrt(L) - sqrt(ridge)) / (sqrt(L) + sqrt(ridge)), L = lambda_max(A^T A / n) / 2 + ridge (Boehning's
 bound on the softmax Hessian). Also ``value`` (Phi(x) for the sinusoid, else f(x, y) on the
 training pool) and for the sinusoid ``grad_norm_sq`` and ``inner_gap``.
+
+Oracles: ``grad_g_xy``, ``grad_f`` and ``hvp_cross`` by plain reverse-mode torch.autograd (the
+other pieces derived from them); vmap cannot trace that code, so ``vmap_over_samples = False``.
 """
 from __future__ import annotations
 
 import abc
-import functools
 import math
 import os
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
-from problems import _nets
+from problems import _episodes, _nets
 from problems.base import Index, Problem, check, is_int, is_real, pointwise, register, take
 
 DATASETS = ("mnist1d", "omniglot", "miniimagenet")
 BACKBONES = {"mnist1d": ("conv1d",), "omniglot": ("conv4", "resnet12"), "miniimagenet": ("conv4", "resnet12")}
-IMAGE_EXT = (".png", ".jpg", ".jpeg")
-# (train folder, test folder, image size, PIL mode) of each image data set
-LAYOUTS = {"omniglot": ("images_background", "images_evaluation", 28, "L"),
-           "miniimagenet": ("train", "test", 84, "RGB")}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-# --------------------------------------------------------------------------------- backbones
-def conv_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(c_out, track_running_stats=False)]
-
-
-def conv4(c_in: int, width: float = 1.0) -> nn.Module:
-    """Conv-4: 4 x [conv3x3 (64 w channels), BatchNorm, ReLU, maxpool 2], flattened."""
-    c, mods = max(1, round(64 * width)), []
-    for k in range(4):
-        mods += [*conv_bn(c_in if k == 0 else c, c), nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*mods, nn.Flatten())
-
-
-class ResBlock(nn.Module):
-    """3 x [conv3x3, BatchNorm, LeakyReLU(0.1)] (no activation before the sum) + a 1x1 conv
-    shortcut with BatchNorm, LeakyReLU(0.1), maxpool 2."""
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        act = nn.LeakyReLU(0.1)
-        self.body = nn.Sequential(*conv_bn(c_in, c_out), act, *conv_bn(c_out, c_out), act, *conv_bn(c_out, c_out))
-        self.shortcut = nn.Sequential(*conv_bn(c_in, c_out, 1))
-        self.out = nn.Sequential(act, nn.MaxPool2d(2))
-
-    def forward(self, a):
-        return self.out(self.body(a) + self.shortcut(a))
-
-
-def resnet12(c_in: int, width: float = 1.0) -> nn.Module:
-    """ResNet-12: 4 residual blocks of widths (64, 160, 320, 640) x width, global average pool."""
-    widths = [max(1, round(c * width)) for c in (64, 160, 320, 640)]
-    blocks = [ResBlock(a, b) for a, b in zip([c_in, *widths[:-1]], widths)]
-    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
-# -------------------------------------------------------------------------------------- data
-@functools.cache
-def mnist1d_small(n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST-1D made by the package's generator (seed 42) with n_samples samples (x, labels)."""
-    import numpy as np
-    from mnist1d.data import get_dataset_args, make_dataset
-    args = get_dataset_args()
-    args.num_samples = n_samples
-    state = np.random.get_state()              # make_dataset reseeds numpy's global RNG
-    try:
-        d = make_dataset(args)
-    finally:
-        np.random.set_state(state)
-    x, t = np.concatenate([d["x"], d["x_test"]]), np.concatenate([d["y"], d["y_test"]])
-    return torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(t, dtype=torch.int64)
-
-
-def entries(folder: str) -> list[str]:
-    return [os.path.join(folder, e) for e in sorted(os.listdir(folder))]
-
-
-@functools.cache
-def listing(root: str, dataset: str) -> dict[str, list[list[str]]]:
-    """{"train", "test"}: per class (sorted), its sorted image files. ValueError on a wrong layout."""
-    train_dir, test_dir, _, _ = LAYOUTS[dataset]
-    depth = 2 if dataset == "omniglot" else 1         # alphabet/character or wnid
-    out = {}
-    for split, sub in (("train", train_dir), ("test", test_dir)):
-        top = os.path.join(root, sub)
-        if not os.path.isdir(top):
-            raise ValueError(f"no folder {sub!r} in {root!r} (layout of {dataset}: see problems/meta_learning.py)")
-        dirs = [top]
-        for _ in range(depth):
-            dirs = [e for d in dirs for e in entries(d) if os.path.isdir(e)]
-        out[split] = [files for files in ([e for e in entries(d) if e.lower().endswith(IMAGE_EXT)] for d in dirs)
-                      if files]
-        if not out[split]:
-            raise ValueError(f"no class folders with images under {top!r} (layout of {dataset}: see "
-                             "problems/meta_learning.py)")
-    return out
-
-
-@functools.cache
-def image(path: str, size: int, mode: str) -> torch.Tensor:
-    """One image as a uint8 (channels, size, size) tensor (cached per process, 1 byte a pixel)."""
-    import numpy as np
-    from PIL import Image
-    with Image.open(path) as im:
-        t = torch.as_tensor(np.array(im.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.uint8))
-    return t.unsqueeze(0) if mode == "L" else t.permute(2, 0, 1)
-
-
-def normalize(dataset: str, imgs: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float64 model inputs (module docstring)."""
-    imgs = imgs.to(torch.float64) / 255
-    if dataset == "omniglot":
-        return 1 - imgs                                    # strokes 1, background 0
-    mean, std = (torch.tensor(v, dtype=imgs.dtype).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return (imgs - mean) / std
-
-
-class Episodes(NamedTuple):
-    """A pool of tasks: support / query inputs (tasks, n, *shape) and targets (tasks, n)."""
-    sx: torch.Tensor
-    st: torch.Tensor
-    qx: torch.Tensor
-    qt: torch.Tensor
-
-    def to(self, device, dtype):
-        return Episodes(*(v.to(device, dtype if v.is_floating_point() else v.dtype) for v in self))
-
-
-def sample_episodes(n_tasks: int, by_class: list[int], n_way: int, n_shot: int, n_query: int,
-                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Item numbers (tasks, n_way, n_shot + n_query) as (class, item) pairs: for each task
-    n_way distinct classes (their order = the labels) and distinct items of each."""
-    classes, items = [], []
-    for _ in range(n_tasks):
-        chosen = torch.randperm(len(by_class), generator=gen)[:n_way]
-        classes.append(chosen)
-        items.append(torch.stack([torch.randperm(by_class[c], generator=gen)[:n_shot + n_query]
-                                  for c in chosen.tolist()]))
-    return torch.stack(classes), torch.stack(items)
-
-
-def split_episodes(xs: torch.Tensor, n_shot: int) -> Episodes:
-    """(tasks, n_way, shot + query, *shape) inputs -> Episodes, labels = class position."""
-    t, way = xs.shape[:2]
-    labels = torch.arange(way).view(1, way, 1).expand(t, way, xs.shape[2])
-
-    def part(a, sl):
-        return a[:, :, sl].flatten(1, 2)
-    return Episodes(part(xs, slice(0, n_shot)), part(labels, slice(0, n_shot)),
-                    part(xs, slice(n_shot, None)), part(labels, slice(n_shot, None)))
 
 
 # ---------------------------------------------------------------------------------- problems
@@ -220,6 +86,7 @@ class Episodic(Problem, metaclass=abc.ABCMeta):
 
     default_dtype = torch.float32
     main_metric = "test_loss"
+    vmap_over_samples = False       # the oracles use torch.autograd, which vmap cannot trace
     n_out: int
 
     def setup(self, build, sample_shape: tuple, gen: torch.Generator) -> None:
@@ -279,9 +146,8 @@ class Episodic(Problem, metaclass=abc.ABCMeta):
                 out = torch.autograd.grad(out, b, create_graph=True)[0] @ v
             return torch.autograd.grad(out, (a, b), materialize_grads=True)
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
-        gx, gy = self.derivs(self.g, x, y, idx)
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+    def grad_g_xy(self, x, y, idx: Index = None):
+        return self.derivs(self.g, x, y, idx)
 
     def grad_f(self, x, y, idx: Index = None):
         return self.derivs(self.f, x, y, idx)
@@ -289,12 +155,6 @@ class Episodic(Problem, metaclass=abc.ABCMeta):
     def hvp_cross(self, x, y, v, idx: Index = None):
         jv, hv = self.derivs(self.g, x, y, idx, v)
         return hv, jv
-
-    def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[0]
-
-    def cross(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[1]
 
     def test_outputs(self, x):
         """(query outputs, query targets) of the held-out tasks with heads fitted on their supports."""
@@ -332,15 +192,6 @@ class SinusoidParams:
         check(self, "instance_seed", is_int(self.instance_seed) and self.instance_seed >= 0, "an int >= 0")
 
 
-def sinusoids(n_tasks: int, n_support: int, n_query: int, gen: torch.Generator) -> Episodes:
-    """MAML's sinusoid tasks: amplitude U[0.1, 5], phase U[0, pi], inputs U[-5, 5]."""
-    amp = 0.1 + 4.9 * torch.rand(n_tasks, 1, generator=gen, dtype=torch.float64)
-    phase = math.pi * torch.rand(n_tasks, 1, generator=gen, dtype=torch.float64)
-    pts = -5 + 10 * torch.rand(n_tasks, n_support + n_query, generator=gen, dtype=torch.float64)
-    t = amp * torch.sin(pts - phase)
-    return Episodes(pts[:, :n_support, None], t[:, :n_support], pts[:, n_support:, None], t[:, n_support:])
-
-
 @register
 class MetaSinusoid(Episodic):
     """T6 sinusoid regression: MLP backbone, ridge heads in closed form (module docstring)."""
@@ -355,8 +206,8 @@ class MetaSinusoid(Episodic):
         super().__init__(params, device, dtype)
         p = params
         gen = torch.Generator().manual_seed(p.instance_seed)
-        self.pool = sinusoids(p.n_tasks, p.n_support, p.n_query, gen).to(self.device, self.dtype)
-        self.test_pool = sinusoids(p.n_test_tasks, p.n_support, p.n_query, gen).to(self.device, self.dtype)
+        self.pool = _episodes.sinusoids(p.n_tasks, p.n_support, p.n_query, gen).to(self.device, self.dtype)
+        self.test_pool = _episodes.sinusoids(p.n_test_tasks, p.n_support, p.n_query, gen).to(self.device, self.dtype)
         self.setup(lambda: nn.Sequential(_nets.mlp(1, (p.hidden,), p.hidden), nn.ReLU()), (1,), gen)
 
     def task_loss(self, out, target):
@@ -420,7 +271,7 @@ class FewShotParams:
             check(self, "data_dir", isinstance(self.data_dir, str) and os.path.isdir(self.data_dir or "\0"),
                   f"an existing folder holding {self.dataset} (layout: see problems/meta_learning.py)")
             try:
-                found = listing(os.path.abspath(self.data_dir), self.dataset)
+                found = _episodes.listing(os.path.abspath(self.data_dir), self.dataset)
             except (ValueError, OSError) as exc:
                 raise ValueError(f"data_dir: {exc}") from None
             need = self.n_shot + self.n_query
@@ -447,37 +298,20 @@ class MetaFewShot(Episodic):
         self.n_out = p.n_way
         gen = torch.Generator().manual_seed(p.instance_seed)
         if p.dataset == "mnist1d":
-            xs, labels = _nets.classes("mnist1d") if p.mnist1d_samples == 5000 else mnist1d_small(p.mnist1d_samples)
-            order = torch.randperm(10, generator=gen)
-            pools = {}
-            for split, cls in (("train", order[:5]), ("test", order[5:])):
-                members = [xs[labels == c] for c in cls.tolist()]
-                pools[split] = (members, cls.tolist(), lambda m, c, i: m[c][i])
-            shape = (xs.shape[1],)
+            xs = _nets.classes("mnist1d") if p.mnist1d_samples == 5000 else _episodes.mnist1d_small(p.mnist1d_samples)
+            pools, shape = _episodes.mnist1d_pools(*xs, gen)
 
             def build():
                 return _nets.conv1d(shape[0], max(1, round(16 * p.width)))[0]
         else:
-            files = listing(os.path.abspath(p.data_dir), p.dataset)
-            _, _, size, mode = LAYOUTS[p.dataset]
-            need = p.n_shot + p.n_query
-            pools = {}
-            for split, by_class in files.items():
-                members = [f for f in by_class if len(f) >= need]
-                pools[split] = (members, [os.path.dirname(f[0]) for f in members],
-                                lambda m, c, i: normalize(p.dataset, image(m[c][i], size, mode)))
-            shape = (1 if mode == "L" else 3, size, size)
+            pools, shape = _episodes.image_pools(os.path.abspath(p.data_dir), p.dataset, p.n_shot + p.n_query)
 
             def build():
-                return (conv4 if p.backbone == "conv4" else resnet12)(shape[0], p.width)
+                return (_nets.conv4 if p.backbone == "conv4" else _nets.resnet12)(shape[0], p.width)
         built, self.task_classes = {}, {}          # task_classes: per task, its classes (label order)
         for split, n in (("train", p.n_tasks), ("test", p.n_test_tasks)):
-            members, names, get = pools[split]
-            classes, items = sample_episodes(n, [len(m) for m in members], p.n_way, p.n_shot, p.n_query, gen)
-            self.task_classes[split] = [[names[c] for c in cs] for cs in classes.tolist()]
-            xs_t = torch.stack([torch.stack([torch.stack([get(members, c, i) for i in row.tolist()])
-                                             for c, row in zip(cs.tolist(), its)]) for cs, its in zip(classes, items)])
-            built[split] = split_episodes(xs_t, p.n_shot).to(self.device, self.dtype)
+            episodes, self.task_classes[split] = _episodes.draw(pools[split], n, p.n_way, p.n_shot, p.n_query, gen)
+            built[split] = episodes.to(self.device, self.dtype)
         self.pool, self.test_pool = built["train"], built["test"]
         self.setup(build, shape, gen)
 

@@ -126,12 +126,18 @@ class Poisoning(_ml.HeldOut, Problem):
         m = rate.shape[-1]
         return (coef.unsqueeze(-1) * vec[..., None, :m] * rate).flatten(-2)
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+    def _grad_g(self, x, y, idx: Index, with_x: bool):
+        """(grad_x g, grad_y g), grad_x g None without with_x."""
         rows, d1, _ = self._margins(x, y, idx)
         c = d1 / rows.shape[-2]
         gy = (c.unsqueeze(-2) @ rows).squeeze(-2) + self.params.reg * y
-        gx = self._to_x(x, c @ self._poison_rows(idx, c), y) if "x" in wrt else None
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+        return (self._to_x(x, c @ self._poison_rows(idx, c), y) if with_x else None), gy
+
+    def grad_g(self, x, y, idx: Index = None):
+        return self._grad_g(x, y, idx, False)[1]
+
+    def grad_g_xy(self, x, y, idx: Index = None):
+        return self._grad_g(x, y, idx, True)
 
     def grad_f(self, x, y, idx: Index = None):
         d = self.data["val"]
@@ -139,7 +145,8 @@ class Poisoning(_ml.HeldOut, Problem):
         c = s * torch.sigmoid(-s * (y @ a.T)) / a.shape[0]          # - l'(u) / b (f = -val loss)
         return torch.zeros_like(x), c @ a
 
-    def hvp_cross(self, x, y, v, idx: Index = None, want: str = "hc"):
+    def _second(self, x, y, v, idx: Index, want: str):
+        """(H v, J v); the product not in want ("h", "c" or "hc") is None."""
         rows, d1, d2 = self._margins(x, y, idx)
         b = rows.shape[-2]
         q = d2 * (rows @ v.unsqueeze(-1)).squeeze(-1) / b                       # l'' A_B v / b
@@ -149,11 +156,14 @@ class Poisoning(_ml.HeldOut, Problem):
         e = self._poison_rows(idx, q)
         return hv, self._to_x(x, q @ e, y) + self._to_x(x, (d1 / b) @ e, v)
 
+    def hvp_cross(self, x, y, v, idx: Index = None):
+        return self._second(x, y, v, idx, "hc")
+
     def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx, "h")[0]
+        return self._second(x, y, v, idx, "h")[0]
 
     def cross(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx, "c")[1]
+        return self._second(x, y, v, idx, "c")[1]
 
     def loss(self, split: str, x, w, idx: Index = None):
         """Mean logistic loss of the model w on the samples idx of a clean split (x unused)."""

@@ -12,27 +12,11 @@ H = d2g/dy2 = A, J = d2g/dxdy = C (``cross(v)`` = C v in R^p) and, exactly,
     grad Phi(x) = G x + E y* + c - C A^{-1} (F y* + E^T x + b)        at y* = y*(x)
     Hess Phi = G + E Y + Y^T E^T + Y^T F Y  (constant),   x_opt = -Hess Phi^{-1} grad Phi(0).
 
-Spectra: A geometric from mu_g to L_g, F from mu_g to 1 (d values); K and G: {0} and geometric
-from mu_g to 1 (p - 1 values); singular values of C and E geometric from mu_g to cross_scale
-(min(p, d) values). Rank-one terms as in benchopt: R_i = (S xi_i)(S xi_i)^T with S S^T the target
-Hessian, and (P D eta_i)(V eta_i)^T for the cross terms (P, V orthogonal, D the p x d diagonal of
-singular values, the same eta_i in both factors). Everything is drawn from
-``torch.Generator().manual_seed(instance_seed)``.
-
-* ``construction="benchopt"``: the quadratic dataset of the public benchopt bilevel benchmark
-  (https://github.com/benchopt/benchmark_bilevel, datasets/quadratic.py and
-  benchmark_utils/gen_matrices.py): A_i = R_i (likewise K, C, F, G, E), xi_i, eta_i ~ N(0, I),
-  linear terms N(0, I) per sample; the means are the empirical means. ``noise`` is not used.
-* ``construction="default"``: exact means (A = Q diag(lambda) Q^T, spectrum exactly
-  [mu_g, L_g]) and A_i = A + noise (R_i - mean_k R_k), likewise K, C, F, G, E;
-  a_i = a + noise (z_i - mean_k z_k) with a, z_i ~ N(0, I). The means are drawn first: they do
-  not depend on n or noise. n = 1 or noise = 0: no per-sample part (deterministic variant).
-  When n >= max(p, d) the xi_i, eta_i are whitened (sqrt(n) times a Haar frame, so
-  mean_k xi_k xi_k^T = I): then mean_k R_k = A, A_i = (1 - noise) A + noise R_i, and at
-  noise = 1 (the default) no dense part is stored or multiplied on minibatches.
-
-Both redraw (same generator, at most 20 times) an instance whose A is not positive definite or
-whose Hess Phi has an eigenvalue < 1e-12, then raise ValueError.
+Instances (problems/_quadratic_instance.py, whose docstring gives the spectra and the two
+constructions): ``construction="default"`` has exact means (spectrum of A exactly [mu_g, L_g])
+and per-sample perturbations of scale ``noise`` (none for n = 1 or noise = 0: deterministic);
+``construction="benchopt"`` is the quadratic dataset of the public benchopt bilevel benchmark
+(rank-one samples, empirical means). Everything is drawn from ``instance_seed``.
 
 Storage, per objective, in z = [x, y] (D = p + d): the mean Hessian H = [[K, C], [C^T, A]]
 (f: [[G, E], [E^T, F]]) and linear term l = [r, a] (f: [c, b]); with a per-sample part, the
@@ -42,28 +26,16 @@ LX (n, p) = r_i, where A_i = A0 + alpha_i alpha_i^T, K_i = K0 + kappa_i kappa_i^
 C_i = C0 + u_i w_i^T. So A_B v = A0 v + sum_B alpha_i (alpha_i . v) / |B| costs two thin
 matvecs, and the rows of a contiguous block of samples are a view. ``save_npz`` writes exactly
 these arrays (no pickle); ``QuadraticParams(instance_file=...)`` reads them back.
-
-Deviations from benchopt: orthogonal matrices are Haar (QR of a Gaussian matrix; benchopt uses
-the singular vectors of a Gaussian vector) and S = Q diag(sqrt(lambda)), not its symmetric
-version (same law of S xi_i); the positivity check uses the exact Hess Phi (benchopt's halves
-E Y + Y^T E^T) and a retry draws new matrices (benchopt's retry reuses its key). Random streams
-differ (torch, not JAX): instances match benchopt's in law, not in value.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import math
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 
-from problems.base import Index, Problem, batch_size_of, register, take
-
-F64 = torch.float64
-KEYS = ("H", "l", "H0", "Y", "X", "LY", "LX")      # arrays of one objective (save_npz: KEY_g, KEY_f)
+from problems import _quadratic_instance as instance
+from problems.base import Index, Problem, batch_size_of, check, is_int, is_real, register, take
 
 
 @dataclass(frozen=True)
@@ -84,128 +56,19 @@ class QuadraticParams:
     instance_file: str = ""     # .npz written by Quadratic.save_npz
 
     def __post_init__(self):
-        def check(name, ok, rule):
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_real(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
         for name in ("dim_x", "dim_y", "n_inner", "n_outer"):
-            check(name, is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1")
-        check("mu_g", is_real(self.mu_g) and self.mu_g > 0, "a finite number > 0")
-        check("L_g", is_real(self.L_g) and self.L_g >= self.mu_g, f"a finite number >= mu_g = {self.mu_g}")
-        check("cross_scale", is_real(self.cross_scale) and self.cross_scale > 0, "a finite number > 0")
-        check("noise", is_real(self.noise) and self.noise >= 0, "a finite number >= 0")
-        check("construction", self.construction in ("default", "benchopt"), "'default' or 'benchopt'")
-        check("instance_seed", is_int(self.instance_seed) and self.instance_seed >= 0, "an int >= 0")
-        check("x0", is_real(self.x0), "a finite number")
-        check("instance_file", isinstance(self.instance_file, str), "a path (str)")
-        check("n_inner", self.construction != "benchopt" or self.instance_file != ""
+            check(self, name, is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1")
+        check(self, "mu_g", is_real(self.mu_g) and self.mu_g > 0, "a finite number > 0")
+        check(self, "L_g", is_real(self.L_g) and self.L_g >= self.mu_g, f"a finite number >= mu_g = {self.mu_g}")
+        check(self, "cross_scale", is_real(self.cross_scale) and self.cross_scale > 0, "a finite number > 0")
+        check(self, "noise", is_real(self.noise) and self.noise >= 0, "a finite number >= 0")
+        check(self, "construction", self.construction in ("default", "benchopt"), "'default' or 'benchopt'")
+        check(self, "instance_seed", is_int(self.instance_seed) and self.instance_seed >= 0, "an int >= 0")
+        check(self, "x0", is_real(self.x0), "a finite number")
+        check(self, "instance_file", isinstance(self.instance_file, str), "a path (str)")
+        check(self, "n_inner", self.construction != "benchopt" or self.instance_file != ""
               or self.n_inner >= self.dim_y, f">= dim_y = {self.dim_y} with construction='benchopt' "
               "(A is then the mean of n_inner rank-one matrices)")
-
-
-# ------------------------------------------------------------------------------ generation
-def _haar(n: int, m: int, gen: torch.Generator) -> torch.Tensor:
-    """n x m matrix with Haar-distributed orthonormal columns (n >= m)."""
-    q, r = torch.linalg.qr(torch.randn(n, m, generator=gen, dtype=F64))
-    return q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)
-
-
-def _geom(lo: float, hi: float, k: int) -> torch.Tensor:
-    return torch.logspace(math.log10(lo), math.log10(hi), k, dtype=F64)
-
-
-def _zform(k: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """The Hessian [[K, C], [C^T, A]] in z = [x, y]."""
-    return torch.cat((torch.cat((k, c), 1), torch.cat((c.T, a), 1)), 0)
-
-
-def _roots(prm: QuadraticParams, top: float, gen: torch.Generator):
-    """S_y, S_x, PD, V with S_y S_y^T = y-Hessian, S_x S_x^T = x-Hessian, PD V^T = cross term."""
-    p, d, k = prm.dim_x, prm.dim_y, min(prm.dim_x, prm.dim_y)
-    sy = _haar(d, d, gen) * _geom(prm.mu_g, top, d).sqrt()
-    sx = _haar(p, p, gen) * torch.cat((torch.zeros(1, dtype=F64), _geom(prm.mu_g, 1.0, p - 1))).sqrt()
-    pd = torch.zeros(p, d, dtype=F64)
-    pd[:, :k] = _haar(p, p, gen)[:, :k] * _geom(prm.mu_g, prm.cross_scale, k)
-    return sy, sx, pd, _haar(d, d, gen)
-
-
-def _samples(roots, n: int, whiten: bool, gen: torch.Generator):
-    """n-row matrices alpha = xi S_y^T, kappa = zeta S_x^T, u = eta (PD)^T, w = eta V^T and
-    z ~ N(0, I) (D columns); whiten: xi, zeta, eta have empirical covariance I exactly."""
-    sy, sx, pd, v = roots
-    p, d = sx.shape[0], sy.shape[0]
-
-    def gauss(m):
-        return math.sqrt(n) * _haar(n, m, gen) if whiten else torch.randn(n, m, generator=gen, dtype=F64)
-    xi, zeta, eta = gauss(d), gauss(p), gauss(d)
-    return xi @ sy.T, zeta @ sx.T, eta @ pd.T, eta @ v.T, torch.randn(n, p + d, generator=gen, dtype=F64)
-
-
-def _certify(h_g: torch.Tensor, h_f: torch.Tensor, p: int):
-    """(Cholesky factor of A, Hess Phi), or None if A is not PD or Hess Phi has an eigenvalue < 1e-12."""
-    chol, info = torch.linalg.cholesky_ex(h_g[p:, p:])
-    if info != 0:
-        return None
-    dy = -torch.cholesky_solve(h_g[p:, :p].contiguous(), chol)      # Y = -A^{-1} C^T
-    ey = h_f[:p, p:] @ dy
-    hess = h_f[:p, :p] + ey + ey.T + dy.T @ h_f[p:, p:] @ dy
-    hess = (hess + hess.T) / 2
-    return None if float(torch.linalg.eigvalsh(hess)[0]) < 1e-12 else (chol, hess)
-
-
-def _generate(prm: QuadraticParams) -> dict:
-    """The float64 arrays of save_npz (None when absent)."""
-    gen = torch.Generator().manual_seed(prm.instance_seed)
-    p, d, benchopt = prm.dim_x, prm.dim_y, prm.construction == "benchopt"
-    ns, tops = {"g": prm.n_inner, "f": prm.n_outer}, {"g": prm.L_g, "f": 1.0}
-    for _ in range(20):
-        roots = {h: _roots(prm, tops[h], gen) for h in "gf"}
-        if benchopt:      # the means are the empirical means of the samples
-            smp = {h: _samples(roots[h], ns[h], False, gen) for h in "gf"}
-            means = {h: (_zform(k.T @ k, u.T @ w, a.T @ a) / ns[h], z.mean(0))
-                     for h, (a, k, u, w, z) in smp.items()}
-        else:             # exact means, drawn before the samples
-            means = {h: (_zform(sx @ sx.T, pd @ v.T, sy @ sy.T), torch.randn(p + d, generator=gen, dtype=F64))
-                     for h, (sy, sx, pd, v) in roots.items()}
-        if _certify(means["g"][0], means["f"][0], p) is not None:
-            break
-    else:
-        raise ValueError("could not draw an instance with a positive definite A and Hess Phi in 20 tries")
-    out = {"dims": (p, d, prm.n_inner, prm.n_outer), "construction": prm.construction}
-    for h in "gf":
-        n, (hmat, lin) = ns[h], means[h]
-        out.update({f"{k}_{h}": None for k in KEYS})
-        out.update({f"H_{h}": hmat, f"l_{h}": lin})
-        if n == 1 or not (benchopt or prm.noise > 0):
-            continue      # deterministic: every sample is the mean
-        whiten = not benchopt and n >= max(p, d)
-        alpha, kappa, u, w, z = smp[h] if benchopt else _samples(roots[h], n, whiten, gen)
-        s = 1.0 if benchopt else prm.noise
-        if not benchopt and not whiten:
-            out[f"H0_{h}"] = hmat - s * _zform(kappa.T @ kappa, u.T @ w, alpha.T @ alpha) / n
-        elif not benchopt and s != 1.0:
-            out[f"H0_{h}"] = (1 - s) * hmat
-        lin_i = z if benchopt else lin + s * (z - z.mean(0))
-        out.update({f"Y_{h}": math.sqrt(s) * torch.stack((alpha, w), 1).reshape(2 * n, d),
-                    f"X_{h}": math.sqrt(s) * torch.stack((kappa, u), 1).reshape(2 * n, p),
-                    f"LY_{h}": lin_i[:, p:].contiguous(), f"LX_{h}": lin_i[:, :p].contiguous()})
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _generated(prm: QuadraticParams) -> tuple[dict, tuple]:
-    """_generate(prm) and its certificate, cached per process: instances never modify their
-    arrays, so the runs of one instance in a process (or in processes forked from one that built
-    it, see bench/executors.py warm_parent) share them instead of drawing them again (seconds at
-    p = d = 1000)."""
-    arrays = _generate(prm)
-    return arrays, _certify(arrays["H_g"], arrays["H_f"], prm.dim_x)
 
 
 # ---------------------------------------------------------------------------- linear algebra
@@ -232,12 +95,6 @@ def _blocks(m: Optional[torch.Tensor], p: int):
     return None if m is None else (m[:p, :p], m[:p, p:], m[p:, :p], m[p:, p:])
 
 
-def _shapes(p: int, d: int, m: int, k: int) -> dict:
-    """Shapes of an objective's arrays with m stored samples and a k x k dense part."""
-    return {"H": (p + d, p + d), "l": (p + d,), "H0": (k, k), "Y": (2 * m, d), "X": (2 * m, p),
-            "LY": (m, d), "LX": (m, p)}
-
-
 # ------------------------------------------------------------------------------- the problem
 @register
 class Quadratic(Problem):
@@ -252,10 +109,10 @@ class Quadratic(Problem):
         super().__init__(params, device, dtype)
         self.sha256: Optional[str] = None
         if params.instance_file:
-            arrays = self._load(params.instance_file)
-            cert = _certify(arrays["H_g"], arrays["H_f"], arrays["dims"][0])
+            arrays, self.sha256 = instance.load_npz(params.instance_file)
+            cert = instance.certify(arrays["H_g"], arrays["H_f"], arrays["dims"][0])
         else:
-            arrays, cert = _generated(params)
+            arrays, cert = instance.generated(params)
         self.construction = arrays["construction"]
         p, d, self.n_inner, self.n_outer = arrays["dims"]
         self.dim_x, self.dim_y = p, d
@@ -266,7 +123,7 @@ class Quadratic(Problem):
         self._chol, self._hess = (t.to(**to) for t in cert)
         self._obj = {}
         for h in "gf":
-            o = {k: arrays[f"{k}_{h}"] for k in KEYS}
+            o = {k: arrays[f"{k}_{h}"] for k in instance.KEYS}
             for k in ("LY", "LX"):      # cumulative sums: the sum over a block is one difference
                 o[k + "c"] = None if o[k] is None else torch.cat((o[k][:1] * 0, o[k].cumsum(0)))
             o = {k: None if t is None else t.to(**to) for k, t in o.items()}
@@ -322,33 +179,38 @@ class Quadratic(Problem):
         return self._value("f", x, y, idx)
 
     # --------------------------------------------------------------------- analytic oracles
-    def _grad(self, h: str, x, y, idx: Index, wrt: str):
-        """(grad_x, grad_y) of g or f; the side not in wrt ("x", "y" or "xy") is None."""
+    def _grad(self, h: str, x, y, idx: Index, want_x: bool = True, want_y: bool = True):
+        """(grad_x, grad_y) of g or f; a side not wanted is None."""
         o, gx, gy = self._obj[h], None, None
         (xx, xy, yx, yy), dense = o["Hb"], o["H0b"]
         if idx is None or o["Y"] is None:
-            if "x" in wrt:
+            if want_x:
                 gx = _addmv(_addmv(o["lx"], xx, x), xy, y)
-            if "y" in wrt:
+            if want_y:
                 gy = _addmv(_addmv(o["ly"], yy, y), yx, x)
             return gx, gy
         ys, xs, block = self._rows(o, idx)
         sy, sx, b = _mv(ys, y), _mv(xs, x), ys.shape[0] // 2      # [alpha.y, w.y], [kappa.x, u.x]
         first = self._consts(b)[0]
-        if "x" in wrt:      # (sum_i kappa_i (kappa_i.x) + u_i (w_i.y) + r_i) / b
+        if want_x:          # (sum_i kappa_i (kappa_i.x) + u_i (w_i.y) + r_i) / b
             gx = _addtmv(self._lsum(o, "LX", idx, block), xs, torch.where(first, sx, sy), 1.0 / b)
             gx = gx if dense is None else _addmv(_addmv(gx, dense[0], x), dense[1], y)
-        if "y" in wrt:      # (sum_i alpha_i (alpha_i.y) + w_i (u_i.x) + a_i) / b
+        if want_y:          # (sum_i alpha_i (alpha_i.y) + w_i (u_i.x) + a_i) / b
             gy = _addtmv(self._lsum(o, "LY", idx, block), ys, torch.where(first, sy, sx), 1.0 / b)
             gy = gy if dense is None else _addmv(_addmv(gy, dense[3], y), dense[2], x)
         return gx, gy
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
-        gx, gy = self._grad("g", x, y, idx, wrt)
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+    def grad_g(self, x, y, idx: Index = None):
+        return self._grad("g", x, y, idx, want_x=False)[1]
+
+    def grad_g_x(self, x, y, idx: Index = None):
+        return self._grad("g", x, y, idx, want_y=False)[0]
+
+    def grad_g_xy(self, x, y, idx: Index = None):
+        return self._grad("g", x, y, idx)
 
     def grad_f(self, x, y, idx: Index = None):
-        return self._grad("f", x, y, idx, "xy")
+        return self._grad("f", x, y, idx)
 
     def _second(self, v, idx: Index, want: str):
         """(A_B v, C_B v); the product not in want ("h", "c" or "hc") is None."""
@@ -376,7 +238,7 @@ class Quadratic(Problem):
     def hvp_cross(self, x, y, v, idx: Index = None):
         return self._second(v, idx, "hc")
 
-    def per_sample(self, kind: str, x, y, idx: Index = None, v=None, wrt: str = "y"):
+    def per_sample(self, kind: str, x, y, idx: Index = None, v=None):
         """Per-sample oracles (``Oracles.per_sample``): one row per sample of idx, no loop.
 
         Row i is the rank-one part of sample i plus the shared dense part and linear term, e.g.
@@ -386,10 +248,9 @@ class Quadratic(Problem):
         """
         h = "f" if kind == "grad_f" else "g"
         o, n = self._obj[h], self.n_outer if h == "f" else self.n_inner
-        args = (x, y) if kind in ("grad_g", "grad_f") else (x, y, v)
-        kw = {"wrt": wrt} if kind == "grad_g" else {}
         if o["Y"] is None:       # deterministic: every sample is the mean
-            out, m = getattr(self, kind)(*args, None, **kw), batch_size_of(idx, n)
+            args = (x, y) if kind.startswith("grad") else (x, y, v)
+            out, m = getattr(self, kind)(*args, None), batch_size_of(idx, n)
             return tuple(t.expand(m, -1) for t in out) if isinstance(out, tuple) else out.expand(m, -1)
         ys, xs = (take(o[k].view(n, 2, o[k].shape[1]), idx) for k in ("Y", "X"))      # (m, 2, .)
         dense = o["H0b"]
@@ -401,16 +262,15 @@ class Quadratic(Problem):
                 hv = None if hv is None else hv + _mv(dense[3], v)
                 jv = None if jv is None else jv + _mv(dense[1], v)
             return hv if kind == "hvp" else jv if kind == "cross" else (hv, jv)
-        wrt = "xy" if kind == "grad_f" else wrt
         sy, sx = ys @ y, xs @ x                                 # (m, 2): [alpha.y, w.y], [kappa.x, u.x]
         gx = gy = None
-        if "x" in wrt:          # kappa_i (kappa_i.x) + u_i (w_i.y) + r_i
+        if kind != "grad_g":    # kappa_i (kappa_i.x) + u_i (w_i.y) + r_i
             gx = xs[:, 0] * sx[:, :1] + xs[:, 1] * sy[:, 1:] + take(o["LX"], idx)
             gx = gx if dense is None else gx + _addmv(_mv(dense[0], x), dense[1], y)
-        if "y" in wrt:          # alpha_i (alpha_i.y) + w_i (u_i.x) + a_i
+        if kind != "grad_g_x":  # alpha_i (alpha_i.y) + w_i (u_i.x) + a_i
             gy = ys[:, 0] * sy[:, :1] + ys[:, 1] * sx[:, 1:] + take(o["LY"], idx)
             gy = gy if dense is None else gy + _addmv(_mv(dense[3], y), dense[2], x)
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+        return gy if kind == "grad_g" else gx if kind == "grad_g_x" else (gx, gy)
 
     # ------------------------------------------------------------------------- ground truth
     def mean_matrices(self) -> dict[str, torch.Tensor]:
@@ -428,7 +288,7 @@ class Quadratic(Problem):
         return -torch.cholesky_solve(rhs.unsqueeze(-1), self._chol).squeeze(-1)
 
     def hypergradient(self, x):
-        gx, gy = self._grad("f", x, self.y_star(x), None, "xy")
+        gx, gy = self._grad("f", x, self.y_star(x), None)
         v = torch.cholesky_solve(gy.unsqueeze(-1), self._chol).squeeze(-1)     # A^{-1} grad_y f
         return gx - v @ self._obj["g"]["Hb"][2]                                # - C A^{-1} grad_y f
 
@@ -452,41 +312,6 @@ class Quadratic(Problem):
 
     # --------------------------------------------------------------------------- save / load
     def save_npz(self, path: str) -> None:
-        """Write dims, construction and every stored array (absent ones with 0 rows) with numpy."""
-        arrays = {"dims": np.array([self.dim_x, self.dim_y, self.n_inner, self.n_outer], dtype=np.int64),
-                  "construction": np.array(self.construction)}
-        for h in "gf":
-            empty = _shapes(self.dim_x, self.dim_y, 0, 0)
-            arrays.update({f"{k}_{h}": np.zeros(empty[k]) if self._obj[h][k] is None
-                           else self._obj[h][k].detach().cpu().numpy() for k in KEYS})
-        np.savez(path, **arrays)
-
-    def _load(self, path: str) -> dict:
-        """The arrays of save_npz, checked: all present, consistent shapes, finite numbers."""
-        with open(path, "rb") as fh:
-            self.sha256 = hashlib.sha256(fh.read()).hexdigest()
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
-
-        def get(name, shape):
-            if name not in data:
-                raise ValueError(f"instance_file {path}: array {name!r} is missing")
-            arr = data[name]
-            if arr.shape != shape:
-                raise ValueError(f"instance_file {path}: array {name!r} has shape {arr.shape}, expected {shape}")
-            if name != "construction" and (arr.dtype.kind not in "fiu" or not np.isfinite(arr).all()):
-                raise ValueError(f"instance_file {path}: array {name!r} must hold finite numbers")
-            return arr
-
-        dims = get("dims", (4,))
-        if dims.dtype.kind not in "iu" or (dims < 1).any():
-            raise ValueError(f"instance_file {path}: array 'dims' must hold 4 ints >= 1, got {dims.tolist()}")
-        p, d, n_inner, n_outer = (int(v) for v in dims)
-        out = {"dims": (p, d, n_inner, n_outer), "construction": str(get("construction", ()))}
-        for h, n in (("g", n_inner), ("f", n_outer)):
-            m = 0 if np.shape(data.get(f"LY_{h}", 0))[:1] == (0,) else n       # 0: no samples stored
-            k = 0 if np.size(data.get(f"H0_{h}", 1)) == 0 else p + d           # 0: no dense part
-            for key, shape in _shapes(p, d, m, k).items():
-                arr = get(f"{key}_{h}", shape)
-                out[f"{key}_{h}"] = torch.from_numpy(arr.astype(np.float64)) if arr.size or key in ("H", "l") else None
-        return out
+        """Write the instance to a .npz file (problems/_quadratic_instance.py), which
+        ``QuadraticParams(instance_file=path)`` reads back."""
+        instance.save_npz(path, (self.dim_x, self.dim_y, self.n_inner, self.n_outer), self.construction, self._obj)

@@ -109,10 +109,12 @@ class RankDeficient(Problem):
 
     # ------------------------------------------------------------------ analytic oracles
     # (the torch.func defaults cost ~1 ms per call here; these are the same formulas in closed form)
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
-        gy = (self._residual(x, y) + take(self.e, idx).mean(0)) @ self.q.T      # Q (r + mean e)
-        gx = -gy @ self.m                                                      # -M^T Q (r + mean e)
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+    def grad_g(self, x, y, idx: Index = None):
+        return (self._residual(x, y) + take(self.e, idx).mean(0)) @ self.q.T    # Q (r + mean e)
+
+    def grad_g_xy(self, x, y, idx: Index = None):
+        gy = self.grad_g(x, y, idx)
+        return -gy @ self.m, gy                                                # -M^T Q (r + mean e)
 
     def grad_f(self, x, y, idx: Index = None):
         return self.params.c * (x - self.b), y - take(self.aj, idx).mean(0)
@@ -120,12 +122,9 @@ class RankDeficient(Problem):
     def hvp(self, x, y, v, idx: Index = None):
         return self._project(v)                                                # H = P
 
-    def cross(self, x, y, v, idx: Index = None):
-        return -self._project(v) @ self.m                                      # d/dx <grad_y g, v>
-
     def hvp_cross(self, x, y, v, idx: Index = None):
-        pv = self._project(v)
-        return pv, -pv @ self.m
+        pv = self.hvp(x, y, v, idx)
+        return pv, -pv @ self.m                                                # J v = d/dx <grad_y g, v>
 
     def _project(self, z):
         return (z @ self.q) @ self.q.T

@@ -97,22 +97,20 @@ class _Regularization(_ml.HeldOut, Problem):
         d1, d2 = self._dloss(w @ a.T, take(d.t, idx), take(d.s, idx))
         return a, d1, d2
 
-    def grad_g(self, x, y, idx: Index = None, wrt: str = "y"):
+    def grad_g(self, x, y, idx: Index = None):
         a, d1, _ = self._derivs("train", y, idx)
-        gy = d1 @ a / a.shape[0] + x.exp() * y
-        gx = 0.5 * x.exp() * y.square()
-        return gy if wrt == "y" else gx if wrt == "x" else (gx, gy)
+        return d1 @ a / a.shape[0] + x.exp() * y
+
+    def grad_g_x(self, x, y, idx: Index = None):
+        return 0.5 * x.exp() * y.square()
 
     def grad_f(self, x, y, idx: Index = None):
         a, d1, _ = self._derivs("val", y, idx)
         return torch.zeros_like(x), d1 @ a / a.shape[0]
 
-    def hvp_cross(self, x, y, v, idx: Index = None):
-        a, _, d2 = self._derivs("train", y, idx)
-        return (d2 * (v @ a.T)) @ a / a.shape[0] + x.exp() * v, x.exp() * y * v
-
     def hvp(self, x, y, v, idx: Index = None):
-        return self.hvp_cross(x, y, v, idx)[0]
+        a, _, d2 = self._derivs("train", y, idx)
+        return (d2 * (v @ a.T)) @ a / a.shape[0] + x.exp() * v
 
     def cross(self, x, y, v, idx: Index = None):
         return x.exp() * y * v

@@ -8,10 +8,13 @@ A solver is a class with
 * ``stochastic``: True if it samples minibatches (False: it uses full-batch oracles);
 * ``needs_second_order``: True if it calls hvp / cross / hvp_cross;
 * ``init(oracles, x0, y0, hp, generator) -> state`` and ``step(state) -> state``: one outer
-  iteration. State is a frozen dataclass holding detached tensors, the iteration counter ``k``
-  and ``ctx = Context(oracles, hp, generator)``. It must hold ``x`` and ``y``; it may hold
-  ``hypergrad`` and ``hypergrad_x`` (the last hypergradient estimate and the point where it
-  was formed), which the runner compares with the exact one when the problem has it.
+  iteration. ``oracles`` is an ``OracleProtocol`` (below): the only way a solver touches the
+  problem, and a solver uses nothing of it beyond the protocol (the contract test steps every
+  solver on oracles that fail on any other attribute). State is a frozen dataclass holding
+  detached tensors, the iteration counter ``k`` and ``ctx = Context(oracles, hp, generator)``.
+  It must hold ``x`` and ``y``; it may hold ``hypergrad`` and ``hypergrad_x`` (the last
+  hypergradient estimate and the point where it was formed), which the runner compares with
+  the exact one when the problem has it.
 * optionally ``skip(problem_info) -> (bool, reason)`` to opt out of a problem;
 * optionally ``donated``: names of state fields that ``step`` may overwrite in place (large
   buffers such as SAGA tables; the runner never steps a state twice). Every other tensor of
@@ -24,9 +27,10 @@ files: the runner does all of that. All randomness comes from the generator pass
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol, Union, runtime_checkable
 
 import torch
+from torch import Tensor
 
 SOLVERS: dict[str, type] = {}
 ALIASES: dict[str, str] = {}
@@ -51,9 +55,69 @@ def register(cls: type) -> type:
     return cls
 
 
+Index = Union[None, slice, Tensor]      # minibatch: None (all samples), a block, or sample indices
+
+
+@runtime_checkable
+class OracleProtocol(Protocol):
+    """What a solver may call on its oracles (``Context.oracles``): implemented, counted, by
+    ``bench.oracles.Oracles``.
+
+    x, y (and v, in R^dim_y) are 1-D, or stacked with one leading batch dimension of size B (B
+    points on the same minibatch, counted as B calls). ``idx`` is a minibatch from
+    ``sample_inner`` (for g) or ``sample_outer`` (for f); ``None`` is the full data. Each method
+    returns one shape: a tensor, or the documented pair.
+    """
+
+    n_inner: int        # number of samples of g
+    n_outer: int        # number of samples of f
+
+    def sample_inner(self, batch_size: int) -> Index:
+        """A minibatch of inner samples (None when batch_size >= n_inner)."""
+
+    def sample_outer(self, batch_size: int) -> Index:
+        """A minibatch of outer samples (None when batch_size >= n_outer)."""
+
+    def g(self, x: Tensor, y: Tensor, idx: Index = None) -> Tensor:
+        """g on the minibatch (a scalar per point)."""
+
+    def f(self, x: Tensor, y: Tensor, idx: Index = None) -> Tensor:
+        """f on the minibatch (a scalar per point)."""
+
+    def grad_g(self, x: Tensor, y: Tensor, idx: Index = None) -> Tensor:
+        """grad_y g, in R^dim_y."""
+
+    def grad_g_x(self, x: Tensor, y: Tensor, idx: Index = None) -> Tensor:
+        """grad_x g, in R^dim_x (counted as grad_g)."""
+
+    def grad_g_xy(self, x: Tensor, y: Tensor, idx: Index = None) -> tuple[Tensor, Tensor]:
+        """(grad_x g, grad_y g) from one call (counted as one grad_g)."""
+
+    def grad_f(self, x: Tensor, y: Tensor, idx: Index = None) -> tuple[Tensor, Tensor]:
+        """(grad_x f, grad_y f)."""
+
+    def hvp(self, x: Tensor, y: Tensor, v: Tensor, idx: Index = None) -> Tensor:
+        """d2g/dy2 @ v, in R^dim_y."""
+
+    def cross(self, x: Tensor, y: Tensor, v: Tensor, idx: Index = None) -> Tensor:
+        """d2g/dxdy @ v, in R^dim_x."""
+
+    def hvp_cross(self, x: Tensor, y: Tensor, v: Tensor, idx: Index = None) -> tuple[Tensor, Tensor]:
+        """(d2g/dy2 @ v, d2g/dxdy @ v) from one call."""
+
+    def per_sample(self, kind: str, x: Tensor, y: Tensor, idx: Index = None,
+                   v: Tensor | None = None) -> Union[Tensor, tuple[Tensor, ...]]:
+        """One row per sample of idx of the method ``kind`` (one of grad_g, grad_g_x, grad_g_xy,
+        grad_f, hvp, cross, hvp_cross) at one point (1-D x, y); counted as len(idx) calls."""
+
+
+ORACLE_MEMBERS = frozenset(k for k in (*vars(OracleProtocol), *OracleProtocol.__annotations__)
+                           if not k.startswith("_"))
+
+
 class Context(NamedTuple):
     """What a step needs besides the iterates; never replaced during a run."""
-    oracles: Any
+    oracles: OracleProtocol
     hp: Any
     generator: torch.Generator
 
@@ -67,7 +131,7 @@ class Solver:
     stochastic: ClassVar[bool] = False
     needs_second_order: ClassVar[bool] = False
 
-    def init(self, oracles, x0: torch.Tensor, y0: torch.Tensor, hp, generator: torch.Generator):
+    def init(self, oracles: OracleProtocol, x0: torch.Tensor, y0: torch.Tensor, hp, generator: torch.Generator):
         raise NotImplementedError
 
     def step(self, state):

@@ -11,7 +11,7 @@ Per step k, at (x_k, y_k) (deterministic, full-batch oracles, as in the paper's 
     (x_{k+1}, y_{k+1}) = (x_k, y_k) - xi (grad f(x_k, y_k) + lam_k grad q)
 
 Symbols -> BomeHP fields: T = inner_steps, alpha = inner_lr, xi = lr, eta = eta, phi choice =
-phi. Cost per step: T + 2 grad_g (T inner steps, (grad_x g, grad_y g) at y_k with wrt="xy",
+phi. Cost per step: T + 2 grad_g (T inner steps, (grad_x g, grad_y g) at y_k by grad_g_xy,
 grad_x g at y^T) + 1 grad_f; phi = "value" adds 2 g calls. hypergrad is the x-part of the
 update direction, grad_x f + lam grad_x q, BOME's stand-in for grad Phi.
 Defaults: T = 10, eta = 0.5 (ALGORITHMS.md's paper defaults; the authors' toy scripts use the
@@ -105,8 +105,8 @@ class Bome:
         o, hp, _ = s.ctx
         x, y = s.x, s.y
         y_t = ops.inner_gd(o, x, y, hp.inner_steps, hp.inner_lr)    # Alg.1 y^T, T GD steps
-        gx, gy = o.grad_g(x, y, wrt="xy")
-        qx, qy = gx - o.grad_g(x, y_t, wrt="x"), gy                  # Alg.1 grad q (y^T constant)
+        gx, gy = o.grad_g_xy(x, y)
+        qx, qy = gx - o.grad_g_x(x, y_t), gy                         # Alg.1 grad q (y^T constant)
         fx, fy = o.grad_f(x, y)
         q_sq = qx.square().sum() + qy.square().sum()
         if hp.phi == "grad_norm":

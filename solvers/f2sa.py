@@ -140,7 +140,7 @@ class F2sa:
             z_new = z - gamma * o.grad_g(x, z, o.sample_inner(b))                   # Alg.1 z-step
             d_y = o.grad_f(x, y, o.sample_outer(b))[1] + lam * o.grad_g(x, y, o.sample_inner(b))
             z, y = z_new, y - alpha * d_y                                           # Alg.1 y-step
-        gx = o.grad_g(torch.stack((x, x)), torch.stack((y, z)), o.sample_inner(b), wrt="x")
+        gx = o.grad_g_x(torch.stack((x, x)), torch.stack((y, z)), o.sample_inner(b))
         h = o.grad_f(x, y, o.sample_outer(b))[0] + lam * (gx[0] - gx[1])            # Alg.1 h_k
         return replace(s, x=x - hp.outer_ratio * alpha * h, y=y, z=z, k=s.k + 1,   # Alg.1 x-step
                        lam=lam, hypergrad=h, hypergrad_x=x)

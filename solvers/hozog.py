@@ -93,5 +93,5 @@ class Hozog:
         h = (values[1:] - values[0]) @ u / (hp.mu * u.shape[0])         # h_k, forward differences
         update, m, v = ops.outer_step(hp.outer_opt, s.adam_m, s.adam_v, h, s.k,  # outer step
                                       hp.outer_lr)
-        return replace(s, x=x - update, y=ys[0], adam_m=m, adam_v=v, k=s.k + 1,
+        return replace(s, x=x - update, y=ys[0].clone(), adam_m=m, adam_v=v, k=s.k + 1,
                        hypergrad=h, hypergrad_x=x)

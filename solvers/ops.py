@@ -1,7 +1,7 @@
 """Shared math of the solver adapters: schedules, inner loops, linear solves, ES Jacobians, Adam.
 
 Plain functions with no state of their own. Every oracle call goes through the counted
-``bench.oracles.Oracles`` (or a ``matvec`` closure over it), so the cost of each helper is the
+oracles (``solvers.base.OracleProtocol``, or a ``matvec`` closure over them), so the cost of each helper is the
 oracle calls it documents, and the harness counts them without per-solver tables.
 
 Conventions: vectors are flat 1-D tensors; helpers marked "stacked" also accept a leading
@@ -15,6 +15,8 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
+
+from solvers.base import OracleProtocol
 
 MatVec = Callable[[Tensor], Tensor]
 
@@ -51,7 +53,7 @@ def random_directions(n: int, like: Tensor, generator: torch.Generator,
 
 
 # ------------------------------------------------------------------------------ inner loop
-def inner_gd(oracles, x: Tensor, y: Tensor, steps: int, lr: float,
+def inner_gd(oracles: OracleProtocol, x: Tensor, y: Tensor, steps: int, lr: float,
              batch_size: Optional[int] = None) -> Tensor:
     """``steps`` gradient steps y <- y - lr * grad_y g(x, y; B_t); returns the last y. Stacked.
 
@@ -118,7 +120,7 @@ def neumann(matvec: MatVec, b: Tensor, steps: int, lr: float) -> Tensor:
 
 
 # ---------------------------------------------------------------------- ES Jacobian (ESJ)
-def es_jacobian(oracles, x: Tensor, y0: Tensor, u: Tensor, mu: float, steps: int, lr: float,
+def es_jacobian(oracles: OracleProtocol, x: Tensor, y0: Tensor, u: Tensor, mu: float, steps: int, lr: float,
                 batch_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Main and perturbed N-step inner GD paths, run together; returns (y^N, delta).
 
@@ -132,7 +134,7 @@ def es_jacobian(oracles, x: Tensor, y0: Tensor, u: Tensor, mu: float, steps: int
     xs = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + mu * u])
     ys = y0.unsqueeze(0).expand(xs.shape[0], *y0.shape)
     ys = inner_gd(oracles, xs, ys, steps, lr, batch_size)
-    return ys[0], (ys[1:] - ys[0]) / mu
+    return ys[0].clone(), (ys[1:] - ys[0]) / mu        # a copy: the state keeps no (Q + 1, d) buffer
 
 
 def es_vjp(u: Tensor, delta: Tensor, w: Tensor) -> Tensor:
@@ -188,7 +190,7 @@ def require_hessian_mu(hp) -> None:
         raise ValueError(f"hessian_mu must be >= 0 with hessian_lr * hessian_mu < 1, got {mu!r}")
 
 
-def sample_neumann_batches(oracles, batch_size: int, n_hessian: int, shrink: float = 0.0) -> tuple:
+def sample_neumann_batches(oracles: OracleProtocol, batch_size: int, n_hessian: int, shrink: float = 0.0) -> tuple:
     """Batches (outer, cross, hessian) of one stocBiO-type estimate.
 
     outer = D_F for grad_x f and grad_y f (outer sampler); cross = D_G for J v and
@@ -209,7 +211,7 @@ def sample_neumann_batches(oracles, batch_size: int, n_hessian: int, shrink: flo
     return outer, cross, tuple(oracles.sample_inner(b) for b in sizes)
 
 
-def neumann_hypergrad(oracles, x: Tensor, y: Tensor, batches: tuple, lr: float) -> Tensor:
+def neumann_hypergrad(oracles: OracleProtocol, x: Tensor, y: Tensor, batches: tuple, lr: float) -> Tensor:
     """stocBiO hypergradient estimate h(x, y; B) = grad_x f_{D_F} - J_{D_G} v_Q. Stacked.
 
         v_Q = lr * sum_{q=-1}^{Q-1} prod_{j=Q-q}^{Q} (I - lr H_{B_j}) grad_y f_{D_F}
@@ -272,7 +274,7 @@ def outer_step(opt: str, m: Tensor, v: Tensor, grad: Tensor, k: int, lr: float):
 
 
 # ------------------------------------- randomly truncated Neumann hypergradient (BSA, TTSA)
-def random_neumann_hypergrad(oracles, x: Tensor, y: Tensor, n_terms: int, lr: float,
+def random_neumann_hypergrad(oracles: OracleProtocol, x: Tensor, y: Tensor, n_terms: int, lr: float,
                              batch_size: int, generator: torch.Generator) -> Tensor:
     """Ghadimi-Wang hypergradient estimate with a random Neumann truncation level. Stacked.
 

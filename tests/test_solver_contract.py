@@ -1,9 +1,14 @@
 """Generic conformance test, parametrized over every registered solver: a new solver file is
-checked with no edit here. The instance and hyperparameters are the smoke suite's."""
+checked with no edit here. The instance and hyperparameters are the smoke suite's.
+
+Solvers are stepped on ``StrictOracles``: the oracles seen through solvers.base.OracleProtocol
+only, so that a solver reading anything else of the harness's Oracles (its problem, counters,
+samplers, private methods) fails here."""
 import dataclasses
 import inspect
 import math
 import sys
+import typing
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ from bench import suites
 from bench.oracles import Oracles, make_generators
 from bench.registry import load_solvers
 from bench.runner import build, execute
+from solvers.base import ORACLE_MEMBERS, Context, OracleProtocol
 
 SOLVERS = sorted(load_solvers())
 SMOKE = {s.solver: s for s in suites.load("smoke").specs}
@@ -22,20 +28,48 @@ def smoke_spec(name):
     return SMOKE[name]
 
 
+class StrictOracles:
+    """The members of OracleProtocol of the wrapped oracles, and nothing else."""
+
+    def __init__(self, inner: Oracles):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name not in ORACLE_MEMBERS:
+            raise AssertionError(f"the solver read oracles.{name}, which solvers.base.OracleProtocol does not have")
+        return getattr(self._inner, name)
+
+
 def tensors(state):
     return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
             if isinstance(getattr(state, f.name), torch.Tensor)}
 
 
 def start(name, dtype=torch.float64):
+    """(problem, solver, oracles, initial state on StrictOracles over those oracles)."""
     spec = smoke_spec(name)
     problem, solver, hp = build(spec)
     if dtype != problem.dtype:
         problem = type(problem)(problem.params, device="cpu", dtype=dtype)
     gens = make_generators(spec.seed)
     oracles = Oracles(problem, gens["sampling"])
-    state = solver.init(oracles, problem.x0.clone(), problem.y0.clone(), hp, gens["solver"])
+    state = solver.init(StrictOracles(oracles), problem.x0.clone(), problem.y0.clone(), hp, gens["solver"])
     return problem, solver, oracles, state
+
+
+def test_oracles_implement_the_protocol():
+    """Oracles (and the strict view) are OracleProtocol instances; their methods take the
+    protocol's parameters; Context.oracles is typed with it."""
+    oracles = start(SOLVERS[0])[2]
+    assert isinstance(oracles, OracleProtocol) and isinstance(StrictOracles(oracles), OracleProtocol)
+    for name in ORACLE_MEMBERS:
+        proto = getattr(OracleProtocol, name, None)
+        if callable(proto):
+            assert inspect.signature(getattr(Oracles, name)).parameters.keys() == \
+                inspect.signature(proto).parameters.keys(), name
+    assert typing.get_type_hints(Context)["oracles"] is OracleProtocol
+    with pytest.raises(AssertionError, match="OracleProtocol does not have"):
+        StrictOracles(oracles).problem
 
 
 def test_registry_is_not_empty():
@@ -62,6 +96,7 @@ def test_class_contract(name):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name", SOLVERS)
 def test_steps_keep_shapes_types_and_inputs(name, dtype):
+    """Also: the steps use the oracles through OracleProtocol only (StrictOracles, see start)."""
     problem, solver, oracles, state = start(name, dtype)
     assert state.x.shape == (problem.dim_x,) and state.y.shape == (problem.dim_y,)
     calls = sum(oracles.calls.values())

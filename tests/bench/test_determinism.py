@@ -1,10 +1,12 @@
-"""Determinism: the same spec gives the identical trace (every column but time and memory,
-compared exactly) whichever executor ran it and whatever --jobs, for stochastic solvers; and
+"""Determinism: the same spec gives the identical trace (every column but time and the process
+memory, compared exactly; the solver memory columns too) whichever executor ran it and whatever
+--jobs, for stochastic solvers; and
 different seeds give different traces (so the comparison has something to catch)."""
 import pandas as pd
 
 import bench
 from bench.cli import main
+from bench.memory import COLUMNS
 from bench.store import Store
 
 SUITE = """
@@ -37,6 +39,11 @@ def traces(results_dir) -> pd.DataFrame:
     return df[keep].sort_values(["run_id", "k"]).reset_index(drop=True)
 
 
+def memory_columns(results_dir) -> pd.DataFrame:
+    df = Store(results_dir).load().sort_values(["run_id", "k"]).reset_index(drop=True)
+    return df[list(COLUMNS)]
+
+
 def run_cli(suite, res, *extra):
     return main(["run", "--suite", suite, "--results-dir", str(res), "--quiet", *extra])
 
@@ -50,6 +57,11 @@ def test_same_trace_whatever_executor_and_jobs(tmp_path, write_suite):
     assert ref["run_id"].nunique() == 4 and set(ref["status"]) == {"finished"}
     for name in ("jobs1", "jobs2"):
         pd.testing.assert_frame_equal(traces(tmp_path / name), ref, check_exact=True)
+    # the solver memory columns (bench/memory.py) are deterministic too, in any process
+    solver_memory = [memory_columns(tmp_path / name) for name in runs]
+    assert solver_memory[0].notna().all().all() and (solver_memory[0] > 0).all().all()
+    for other in solver_memory[1:]:
+        pd.testing.assert_frame_equal(other, solver_memory[0], check_exact=True)
     # the Python API, in this process and without the store: the same numbers again
     spec_row = ref[(ref["solver"] == "esj-s") & (ref["seed"] == 1)]
     api = bench.run("quadratic", "esj-s", problem_params={"dim_x": 6, "dim_y": 5, "n_inner": 64, "n_outer": 48},

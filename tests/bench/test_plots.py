@@ -1,6 +1,7 @@
 """Figures: the median / band over seeds against values computed by hand, every figure written as
 PNG and PDF, the complexity figure's fitted slopes and reference lines, stale figures removed."""
 import numpy as np
+import pandas as pd
 import pytest
 
 import pubsuite
@@ -66,3 +67,17 @@ def test_draw_writes_png_and_pdf_and_removes_stale(tmp_path):
 @pytest.mark.parametrize("label,expected", [("quad-100", "quad-100"), ("a b/c", "a_b_c")])
 def test_slug(label, expected):
     assert plots.slug(label) == expected
+
+
+def test_bars_show_time_the_solver_memory_and_the_process_figures():
+    board = pd.DataFrame({"problem": "p", "solver": ["small", "big"],
+                          "time_per_step_median": [0.1, 0.2], "time_per_step_iqr": [0.01, 0.02],
+                          "state_mib_median": [0.04, 39.0], "step_peak_mib_median": [0.1, 4.0],
+                          "rss_peak_mib_median": [450.0, 520.0], "uss_mib_median": [80.0, 150.0],
+                          "cuda_alloc_peak_mib_median": [np.nan, np.nan]})
+    fig = plots.bars(board, "p", plots.colors(["small", "big"]))
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert labels == ["time per step (s)", "solver state (MiB)", "one step's tensors, peak (MiB)",
+                      "process: peak RSS (MiB)", "process: USS (MiB)"]         # no GPU column: no panel
+    assert [ax.get_xscale() for ax in fig.axes[1:3]] == ["log", "linear"]        # 975x, 40x
+    assert [t.get_text() for t in fig.axes[1].texts] == [" 0.04", " 39"]

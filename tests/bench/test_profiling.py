@@ -14,11 +14,12 @@ import torch
 
 import solvers.base as sb
 from bench import profiling, runner
-from bench.profiling import GPU_COLUMNS, MIB, Probe, current_rss_mib
+from bench.profiling import GPU_COLUMNS, MIB, SMAPS_COLUMNS, Probe, current_rss_mib
 from bench.spec import make_spec
 
 BIG_MIB = 200
 CLEAR_REFS = os.access("/proc/self/clear_refs", os.W_OK)
+SMAPS = os.access("/proc/self/smaps_rollup", os.R_OK)
 needs_clear_refs = pytest.mark.skipif(not CLEAR_REFS, reason="/proc/self/clear_refs cannot be written here "
                                       "(not Linux, or a restricted /proc): the peak is the process's lifetime peak")
 
@@ -112,7 +113,7 @@ def test_cpu_probe_has_nan_gpu_columns_and_warns_nothing(recwarn):
     out = probe.sample()
     probe.resume()
     assert probe.clock() >= t0 and probe.peek() >= t0
-    assert set(out) == {"rss_peak_mib", *GPU_COLUMNS}
+    assert set(out) == {"rss_peak_mib", *SMAPS_COLUMNS, *GPU_COLUMNS}
     assert all(math.isnan(out[c]) for c in GPU_COLUMNS)
     assert out["rss_peak_mib"] >= current_rss_mib() * 0.99 > 0
     assert probe.device_name() and probe.nvml is None
@@ -257,3 +258,28 @@ def test_forked_child_does_not_report_the_parents_peak():
         start, peak = eval(fh.read())
     os.waitpid(pid, 0)
     assert peak < start + 50 and peak < parent_peak - 250
+
+
+@pytest.mark.skipif(not SMAPS, reason="no /proc/self/smaps_rollup (not Linux): pss_mib and uss_mib are NaN")
+def test_uss_leaves_out_the_forked_parents_pages_that_rss_counts():
+    """A child forked from a parent holding 300 MiB maps those pages (its RSS counts them once
+    touched) but shares them: its USS does not count them, its PSS counts half."""
+    big = touch(300)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            big.numpy()[::1024].sum()         # the child reads (maps) every shared page; no torch
+                                              # op here: its thread pool may hang after a fork
+            out = profiling.smaps_mib()
+            os.write(write, repr((current_rss_mib(), out["pss_mib"], out["uss_mib"])).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        rss, pss, uss = eval(fh.read())
+    os.waitpid(pid, 0)
+    assert rss > 300 and uss < rss - 250 and uss < pss < rss - 100
+    mine = profiling.smaps_mib()              # the parent: its own pages are private until the fork ends
+    assert mine["uss_mib"] > 0 and mine["pss_mib"] >= mine["uss_mib"]
+    del big

@@ -111,6 +111,11 @@ def test_run_publishes_leaderboard_matching_raw_tables(stored):
     growth = [t.rss_peak_mib.max() - m["rss_start_mib"] for m, t in raw["gd"]]
     assert rows.loc["gd", "rss_run_mib_median"] == pytest.approx(statistics.median(growth))
     assert math.isnan(rows.loc["gd", "cuda_alloc_peak_mib_median"])
+    for col in ("uss_mib", "pss_mib", "state_mib", "step_peak_mib"):
+        assert rows.loc["gd", f"{col}_median"] == pytest.approx(statistics.median(
+            t[col].max() for _, t in raw["gd"])), col
+    # toy-gd's state holds x and y (dim 3, float64): 48 bytes, whatever the process
+    assert rows.loc["gd", "state_mib_median"] * 2 ** 20 == 2 * 3 * 8
     # the summary and the other outputs of run
     summ = pd.read_csv(Path(res) / "pub" / "summary.csv").set_index("solver")
     assert summ.loc["gd", "problems"] == 1 and summ.loc["raise", "seeds_failed"] == 3

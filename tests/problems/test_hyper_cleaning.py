@@ -67,7 +67,7 @@ def test_oracles_match_autograd_of_an_nn_module(model):
         ref = ref_f = reference(prob, x, y, v, rows, rows_f)
         close(prob.g(x, y, idx), ref["g"])
         close(prob.f(x, y, idx), ref_f["f"])
-        gx, gy = o.grad_g(x, y, idx, "xy")
+        gx, gy = o.grad_g_xy(x, y, idx)
         close(gx, ref["gx"])
         close(gy, ref["gy"])
         fx, fy = o.grad_f(x, y, idx)
@@ -96,9 +96,9 @@ def test_batches_are_means_of_single_samples():
     close(prob.f(x, y, slice(5, 15)), f1[5:15].mean())
     # SAGA-style per-sample rows equal one-sample oracle calls
     o = Oracles(prob, gen)
-    rows = o.per_sample("grad_g", x, y, slice(0, 5), wrt="xy")
+    rows = o.per_sample("grad_g_xy", x, y, slice(0, 5))
     for i in range(5):
-        one = o.grad_g(x, y, slice(i, i + 1), "xy")
+        one = o.grad_g_xy(x, y, slice(i, i + 1))
         close(rows[0][i], one[0])
         close(rows[1][i], one[1])
 

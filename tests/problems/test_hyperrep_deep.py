@@ -84,7 +84,7 @@ def test_oracles_match_autograd_on_the_unflattened_modules(backbone):
         g_ref = F.cross_entropy(head(rep(a)), t) + 0.5 * prob.params.ridge * y.square().sum()
         close(prob.g(x, y, idx), g_ref.detach())
         ref = reference_oracles(prob, x, y, v, idx)
-        close(o.grad_g(x, y, idx, "xy"), ref["grad_g"])
+        close(o.grad_g_xy(x, y, idx), ref["grad_g"])
         close(o.grad_f(x, y, idx), ref["grad_f"])
         close(o.hvp(x, y, v, idx), ref["hvp"])
         close(o.cross(x, y, v, idx), ref["cross"])
@@ -112,7 +112,7 @@ def test_minibatches_are_means_of_single_samples():
     close(prob.g(x, y, idx), torch.stack([prob.g(x, y, i) for i in ones]).mean())
     close(prob.f(x, y, idx), torch.stack([prob.f(x, y, i) for i in ones]).mean())
     close(o.grad_f(x, y, idx), tuple(torch.stack(p).mean(0) for p in zip(*[o.grad_f(x, y, i) for i in ones])))
-    for got, parts in ((o.grad_g(x, y, idx, "xy"), [o.grad_g(x, y, i, "xy") for i in ones]),
+    for got, parts in ((o.grad_g_xy(x, y, idx), [o.grad_g_xy(x, y, i) for i in ones]),
                        (o.hvp_cross(x, y, v, idx), [o.hvp_cross(x, y, v, i) for i in ones])):
         close(got, tuple(torch.stack(p).mean(0) for p in zip(*parts)))
     # a batch differs from the full data (the index is not ignored)

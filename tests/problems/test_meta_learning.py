@@ -13,6 +13,7 @@ from probhelpers import close
 import bench
 from bench.errors import InputError
 from bench.oracles import Oracles
+from problems import _episodes as episodes
 from problems import meta_learning as ml
 
 D64 = torch.float64
@@ -61,7 +62,7 @@ def check_oracles(prob, tasks):
     close(prob.f(x, y, idx), f.detach())
     o = Oracles(prob, torch.Generator())
     *gx, gy = torch.autograd.grad(g, params + [heads], create_graph=True)
-    got = o.grad_g(x, y, idx, "xy")
+    got = o.grad_g_xy(x, y, idx)
     close(got, (torch.cat([t.reshape(-1) for t in gx]).detach(), gy.reshape(-1).detach()))
     *fx, fy = torch.autograd.grad(f, params + [heads])
     close(o.grad_f(x, y, idx), (torch.cat([t.reshape(-1) for t in fx]), fy.reshape(-1)))
@@ -111,7 +112,7 @@ def test_fewshot_tasks_are_seeded_with_disjoint_classes():
     train = {c for task in prob.task_classes["train"] for c in task}
     test = {c for task in prob.task_classes["test"] for c in task}
     assert not train & test and len(train | test) <= 10
-    xs, labels = ml.mnist1d_small(100)
+    xs, labels = episodes.mnist1d_small(100)
     for split, pool in (("train", prob.pool), ("test", prob.test_pool)):
         for task, sx, st, qx, qt in zip(prob.task_classes[split], *pool):
             assert len(set(task)) == 3
@@ -184,7 +185,7 @@ def test_image_folders_make_working_problems(dataset, backbone, omniglot, miniim
     assert all(("images_background" if dataset == "omniglot" else "train") in c for c in folders)
     assert not folders & {c for task in prob.task_classes["test"] for c in task}
     o = Oracles(prob, torch.Generator().manual_seed(0))
-    gx, gy = o.grad_g(prob.x0, prob.y0, o.sample_inner(2), "xy")
+    gx, gy = o.grad_g_xy(prob.x0, prob.y0, o.sample_inner(2))
     assert gx.shape == (prob.dim_x,) and gy.shape == (prob.dim_y,) and torch.isfinite(gx).all()
     metrics = prob.metrics(prob.x0, prob.y0)
     assert 0 <= metrics["test_acc"] <= 1 and metrics["test_loss"] > 0
@@ -200,13 +201,14 @@ def test_images_are_read_resized_and_normalized(omniglot, miniimagenet):
         os.path.join(omniglot, "images_background/Alpha/character01"))[0])
     raw = torch.tensor(np.asarray(Image.open(path).convert("L").resize((28, 28), Image.BILINEAR)),
                        dtype=D64).unsqueeze(0) / 255
-    close(ml.normalize("omniglot", ml.image(path, 28, "L")), 1 - raw)
+    close(episodes.normalize("omniglot", episodes.image(path, 28, "L")), 1 - raw)
     folder = os.path.join(miniimagenet, "train/n00")
     path = os.path.join(folder, sorted(os.listdir(folder))[0])
     raw = torch.tensor(np.asarray(Image.open(path).convert("RGB").resize((84, 84), Image.BILINEAR)),
                        dtype=D64).permute(2, 0, 1) / 255
     mean, std = torch.tensor([0.485, 0.456, 0.406], dtype=D64), torch.tensor([0.229, 0.224, 0.225], dtype=D64)
-    close(ml.normalize("miniimagenet", ml.image(path, 84, "RGB")), (raw - mean[:, None, None]) / std[:, None, None])
+    close(episodes.normalize("miniimagenet", episodes.image(path, 84, "RGB")),
+          (raw - mean[:, None, None]) / std[:, None, None])
 
 
 @pytest.mark.parametrize("bad", ["missing", "file", "layout", "few"])

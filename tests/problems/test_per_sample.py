@@ -26,20 +26,14 @@ def build(name, **params):
 class LoopOracles(Oracles):
     """per_sample as one public one-sample oracle call per sample (each counted by that call)."""
 
-    def per_sample(self, kind, x, y, idx=None, v=None, wrt="y"):
+    def per_sample(self, kind, x, y, idx=None, v=None):
         n = self.n_outer if kind == "grad_f" else self.n_inner
         rows = range(n) if idx is None else range(*idx.indices(n)) if isinstance(idx, slice) else idx.tolist()
-        args = (x, y) if kind in ("grad_g", "grad_f") else (x, y, v)
-        kw = {"wrt": wrt} if kind == "grad_g" else {}
-        outs = [getattr(self, kind)(*args, slice(i, i + 1), **kw) for i in rows]
+        args = (x, y) if kind.startswith("grad") else (x, y, v)
+        outs = [getattr(self, kind)(*args, slice(i, i + 1)) for i in rows]
         if isinstance(outs[0], tuple):
             return tuple(torch.stack(col) for col in zip(*outs))
         return torch.stack(outs)
-
-
-def cases():
-    """(kind, wrt) pairs covering every per-sample kind and every grad_g side."""
-    return [("grad_g", w) for w in ("y", "x", "xy")] + [(k, "y") for k in PER_SAMPLE_KINDS if k != "grad_g"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -51,11 +45,11 @@ def test_rows_equal_one_sample_calls_and_counts(name):
     prob = make(name)
     x, y, v = point(prob)
     batched, loop = Oracles(prob, torch.Generator()), LoopOracles(prob, torch.Generator())
-    for kind, wrt in cases():
+    for kind in PER_SAMPLE_KINDS:
         n = prob.n_outer if kind == "grad_f" else prob.n_inner
         for idx in (None, slice(n // 3, n // 3 + max(1, n // 2)), torch.tensor([n - 1, 0, n // 2])):
-            got = batched.per_sample(kind, x, y, idx, v=v, wrt=wrt)
-            close(got, loop.per_sample(kind, x, y, idx, v=v, wrt=wrt))
+            got = batched.per_sample(kind, x, y, idx, v=v)
+            close(got, loop.per_sample(kind, x, y, idx, v=v))
     assert batched.counts() == loop.counts()
 
 
@@ -68,15 +62,16 @@ def test_quadratic_analytic_rows_cover_each_storage(params):
     x, y, v = point(prob, seed=1)
     o, loop = Oracles(prob, torch.Generator()), LoopOracles(prob, torch.Generator())
     assert o._analytic_rows["grad_f"]                       # the analytic path is the one tested
-    for kind, wrt in cases():
-        close(o.per_sample(kind, x, y, None, v=v, wrt=wrt), loop.per_sample(kind, x, y, None, v=v, wrt=wrt))
+    for kind in PER_SAMPLE_KINDS:
+        close(o.per_sample(kind, x, y, None, v=v), loop.per_sample(kind, x, y, None, v=v))
 
 
 class Unvmappable(Problem):
     """g_i = 1/2 ||y - x||^2 + s_i^T y, f = 1/2 ||y||^2; g reads its index with .tolist(), which
-    vmap cannot trace: the oracles must fall back to the loop."""
+    vmap cannot trace, and the class says so: the oracles call it once per sample."""
 
     name = "unvmappable-test"
+    vmap_over_samples = False
 
     def __init__(self):
         super().__init__(None, dtype=D64)
@@ -93,14 +88,35 @@ class Unvmappable(Problem):
         return 0.5 * y.square().sum(-1)
 
 
-def test_loop_fallback_when_vmap_cannot_trace_the_problem():
-    """grad_y g_i = y - x + s_i in closed form, for every sample; counted as 4 calls."""
+class Undeclared(Unvmappable):
+    """The same code without the declaration: vmap is tried and its failure is an error."""
+
+    vmap_over_samples = True
+
+
+def test_one_call_per_sample_for_a_problem_that_declares_vmap_cannot_trace_it():
+    """grad_y g_i = y - x + s_i in closed form, for every sample; counted as 4 calls, and the
+    rows of grad_g_xy also, counted as the kind grad_g."""
     prob = Unvmappable()
     o = Oracles(prob, torch.Generator())
     x, y = torch.tensor([1.0, 2.0], dtype=D64), torch.tensor([0.5, -1.0], dtype=D64)
     close(o.per_sample("grad_g", x, y, None), y - x + prob.s)
-    assert o._vmap_rows["grad_g"] is False
-    assert (o.calls["grad_g"], o.samples["grad_g"]) == (4, 4)
+    close(o.per_sample("grad_g_xy", x, y, slice(1, 3)), ((x - y).expand(2, -1), y - x + prob.s[1:3]))
+    assert o._vmap_rows is False
+    assert (o.calls["grad_g"], o.samples["grad_g"]) == (6, 6)
+
+
+def test_vmap_path_is_taken_by_default_and_its_failure_is_not_swallowed():
+    """No silent fallback: an undeclared problem that vmap cannot trace raises (nothing counted
+    twice, nothing computed by another path); a traceable one is vmapped (its rows equal the
+    one-sample calls, test_rows_equal_one_sample_calls_and_counts)."""
+    o = Oracles(Undeclared(), torch.Generator())
+    assert o._vmap_rows is True
+    x = torch.zeros(2, dtype=D64)
+    with pytest.raises(RuntimeError, match="declares vmap_over_samples = False"):
+        o.per_sample("grad_g", x, x, None)
+    assert Oracles(make("rank-deficient"), torch.Generator())._vmap_rows is True
+    assert Oracles(make("meta-sinusoid"), torch.Generator())._vmap_rows is False
 
 
 def test_bad_kind_and_stacked_points_are_rejected():

@@ -9,6 +9,7 @@ central differences of Phi and against grad_x f - J H^+ grad_y f built from hvp 
 """
 import dataclasses
 import functools
+import inspect
 import math
 
 import pytest
@@ -17,6 +18,8 @@ from probhelpers import close
 
 from bench.oracles import Oracles
 from bench.registry import load_problems
+from problems.base import DERIVATIVES, Problem, analytic
+from solvers.base import OracleProtocol
 
 D64 = torch.float64
 NAMES = sorted(load_problems())
@@ -82,7 +85,7 @@ def test_class_and_instance_contract(name):
         x, y, v = point(prob)
         assert prob.g(x, y).shape == () and prob.f(x, y).shape == () and prob.g(x, y).dtype == dtype
         o = Oracles(prob, torch.Generator().manual_seed(0))
-        gx, gy = o.grad_g(x, y, o.sample_inner(2), "xy")
+        gx, gy = o.grad_g_xy(x, y, o.sample_inner(2))
         hv, jv = o.hvp_cross(x, y, v, o.sample_inner(2))
         fx, fy = o.grad_f(x, y, o.sample_outer(2))
         for t, dim in ((gx, prob.dim_x), (gy, prob.dim_y), (hv, prob.dim_y), (jv, prob.dim_x),
@@ -95,6 +98,30 @@ def test_class_and_instance_contract(name):
         assert info["name"] == name and info["has_hypergradient"] == (prob.hypergradient is not None)
 
 
+def params(fn) -> list:
+    """(name, default) of each parameter after self."""
+    return [(p.name, p.default) for p in list(inspect.signature(fn).parameters.values())[1:]]
+
+
+def test_problem_pieces_are_the_protocol_methods():
+    """Problem's oracle pieces have the names and parameters of the methods solvers call."""
+    for name in DERIVATIVES:
+        assert params(getattr(Problem, name)) == params(getattr(OracleProtocol, name)), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_written_pieces_keep_the_protocol_signatures(name):
+    """Every oracle piece a problem writes has the protocol's parameters (no extra selector such
+    as the former wrt), its per_sample the harness's, and its oracles are an OracleProtocol."""
+    cls = load_problems()[name]
+    for piece in DERIVATIVES:
+        if analytic(cls, piece):
+            assert params(getattr(cls, piece)) == params(getattr(Problem, piece)), piece
+    if hasattr(cls, "per_sample"):
+        assert params(cls.per_sample) == params(Oracles.per_sample)
+    assert isinstance(Oracles(make(name), torch.Generator()), OracleProtocol)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_oracles_match_autograd(name):
     prob = make(name)
@@ -102,9 +129,9 @@ def test_oracles_match_autograd(name):
     x, y, v = point(prob, seed=3)
     for idx_g, idx_f in zip(indices(prob.n_inner), indices(prob.n_outer)):
         ref = autograd_oracles(prob, x, y, v, idx_g, idx_f)
-        close(o.grad_g(x, y, idx_g, "xy"), ref["grad_g"])
-        close(o.grad_g(x, y, idx_g, "x"), ref["grad_g"][0])
-        close(o.grad_g(x, y, idx_g, "y"), ref["grad_g"][1])
+        close(o.grad_g_xy(x, y, idx_g), ref["grad_g"])
+        close(o.grad_g_x(x, y, idx_g), ref["grad_g"][0])
+        close(o.grad_g(x, y, idx_g), ref["grad_g"][1])
         close(o.grad_f(x, y, idx_f), ref["grad_f"])
         close(o.hvp(x, y, v, idx_g), ref["hvp"])
         close(o.cross(x, y, v, idx_g), ref["cross"])
@@ -130,13 +157,13 @@ def test_stacked_points_equal_one_point_at_a_time(name):
     xs, ys, vs = point(prob, seed=7, batch=(3,))
     for idx_g, idx_f in zip(indices(prob.n_inner), indices(prob.n_outer)):
         batched = {"g": prob.g(xs, ys, idx_g), "f": prob.f(xs, ys, idx_f),
-                   "grad_g": o.grad_g(xs, ys, idx_g, "xy"), "grad_f": o.grad_f(xs, ys, idx_f),
+                   "grad_g": o.grad_g_xy(xs, ys, idx_g), "grad_f": o.grad_f(xs, ys, idx_f),
                    "hvp_cross": o.hvp_cross(xs, ys, vs, idx_g)}
         assert batched["g"].shape == batched["f"].shape == (3,)
         for k in range(3):
             x, y, v = xs[k], ys[k], vs[k]
             single = {"g": prob.g(x, y, idx_g), "f": prob.f(x, y, idx_f),
-                      "grad_g": o.grad_g(x, y, idx_g, "xy"), "grad_f": o.grad_f(x, y, idx_f),
+                      "grad_g": o.grad_g_xy(x, y, idx_g), "grad_f": o.grad_f(x, y, idx_f),
                       "hvp_cross": o.hvp_cross(x, y, v, idx_g)}
             for key, val in single.items():
                 got = tuple(t[k] for t in batched[key]) if isinstance(val, tuple) else batched[key][k]

@@ -10,8 +10,8 @@ import torch
 from probhelpers import close
 
 from bench.oracles import Oracles
-from problems.base import PROBLEMS
-from problems import quadratic
+from problems import _quadratic_instance as instance
+from problems.base import PROBLEMS, Problem
 from problems.quadratic import Quadratic, QuadraticParams
 
 D64 = torch.float64
@@ -39,10 +39,11 @@ def indices(n):
     return [None, slice(n // 3, n // 3 + max(1, n // 2)), slice(0, n, 2), torch.tensor([n - 1, 0, n - 1])]
 
 
-class Hidden:
-    """Only dims, g and f: Oracles falls back on its torch.func defaults."""
+class Hidden(Problem):
+    """Only dims, g and f: every oracle piece is Problem's torch.func default."""
 
     def __init__(self, prob):
+        super().__init__(prob.params, prob.device, prob.dtype)
         self.prob = prob
         self.dim_x, self.dim_y, self.n_inner, self.n_outer = prob.dim_x, prob.dim_y, prob.n_inner, prob.n_outer
 
@@ -94,8 +95,8 @@ def test_analytic_oracles_match_torch_func(case):
               (rand(3, P, seed=4), rand(3, D, seed=5), rand(3, D, seed=6))]
     for x, y, v in points:
         for idx in indices(prob.n_inner):
-            for wrt in ("x", "y", "xy"):
-                close(ana.grad_g(x, y, idx, wrt), auto.grad_g(x, y, idx, wrt))
+            for method in ("grad_g", "grad_g_x", "grad_g_xy"):
+                close(getattr(ana, method)(x, y, idx), getattr(auto, method)(x, y, idx))
             close(ana.hvp(x, y, v, idx), auto.hvp(x, y, v, idx))
             close(ana.cross(x, y, v, idx), auto.cross(x, y, v, idx))
             close(ana.hvp_cross(x, y, v, idx), auto.hvp_cross(x, y, v, idx))
@@ -110,7 +111,7 @@ def test_stacked_points_equal_one_point_at_a_time(case):
     for idx in indices(prob.n_inner):
         for k in range(3):
             close(prob.g(x, y, idx)[k], prob.g(x[k], y[k], idx))
-            close(tuple(t[k] for t in prob.grad_g(x, y, idx, "xy")), prob.grad_g(x[k], y[k], idx, "xy"))
+            close(tuple(t[k] for t in prob.grad_g_xy(x, y, idx)), prob.grad_g_xy(x[k], y[k], idx))
             close(tuple(t[k] for t in prob.hvp_cross(x, y, v, idx)), prob.hvp_cross(x[k], y[k], v[k], idx))
     for idx in indices(prob.n_outer):
         for k in range(3):
@@ -133,17 +134,17 @@ def test_oracles_match_finite_differences(case):
     prob = make(**CASES[case])
     x, y, v, idx = rand(P, seed=1), rand(D, seed=2), rand(D, seed=3), slice(1, 3)
     fd = dict(rtol=1e-6, atol=1e-8)
-    close(prob.grad_g(x, y, idx, "x"), central(lambda a: prob.g(a, y, idx), x), **fd)
-    close(prob.grad_g(x, y, idx, "y"), central(lambda b: prob.g(x, b, idx), y), **fd)
+    close(prob.grad_g_x(x, y, idx), central(lambda a: prob.g(a, y, idx), x), **fd)
+    close(prob.grad_g(x, y, idx), central(lambda b: prob.g(x, b, idx), y), **fd)
     gx, gy = prob.grad_f(x, y, idx)
     close(gx, central(lambda a: prob.f(a, y, idx), x), **fd)
     close(gy, central(lambda b: prob.f(x, b, idx), y), **fd)
     # H v = d/dt grad_y g(x, y + t v), J v = d/dt grad_x g(x, y + t v)
     for k in range(D):
-        close(prob.hvp(x, y, v, idx)[k], central(lambda t: prob.grad_g(x, y + t * v, idx, "y")[k],
+        close(prob.hvp(x, y, v, idx)[k], central(lambda t: prob.grad_g(x, y + t * v, idx)[k],
                                                  torch.zeros(1, dtype=D64))[0], **fd)
     for k in range(P):
-        close(prob.cross(x, y, v, idx)[k], central(lambda t: prob.grad_g(x, y + t * v, idx, "x")[k],
+        close(prob.cross(x, y, v, idx)[k], central(lambda t: prob.grad_g_x(x, y + t * v, idx)[k],
                                                    torch.zeros(1, dtype=D64))[0], **fd)
 
 
@@ -225,8 +226,8 @@ def per_sample_matrices(prob, i):
     zx, zy = torch.zeros(p, dtype=D64), torch.zeros(d, dtype=D64)
     a = torch.stack([prob.hvp(zx, zy, ey[k], idx) for k in range(d)], 1)
     c = torch.stack([prob.cross(zx, zy, ey[k], idx) for k in range(d)], 1)
-    g0 = prob.grad_g(zx, zy, idx, "x")
-    k = torch.stack([prob.grad_g(ex[j], zy, idx, "x") - g0 for j in range(p)], 1)
+    g0 = prob.grad_g_x(zx, zy, idx)
+    k = torch.stack([prob.grad_g_x(ex[j], zy, idx) - g0 for j in range(p)], 1)
     return a, k, c
 
 
@@ -300,7 +301,7 @@ def test_save_load_round_trip(case, tmp_path):
     assert back.info()["construction"] == prob.construction and len(back.info()["instance_sha256"]) == 64
     x, y, v = rand(P, seed=1), rand(D, seed=2), rand(D, seed=3)
     for idx in indices(prob.n_inner):
-        close(back.grad_g(x, y, idx, "xy"), prob.grad_g(x, y, idx, "xy"), rtol=0, atol=0)
+        close(back.grad_g_xy(x, y, idx), prob.grad_g_xy(x, y, idx), rtol=0, atol=0)
         close(back.hvp_cross(x, y, v, idx), prob.hvp_cross(x, y, v, idx), rtol=0, atol=0)
         close(back.g(x, y, idx), prob.g(x, y, idx), rtol=0, atol=0)
     for idx in indices(prob.n_outer):
@@ -349,7 +350,7 @@ def stored(prob):
 def test_same_seed_same_instance_other_seed_other_instance():
     kw = dict(CASES["benchopt"], instance_seed=3)
     a = stored(make(**kw))
-    quadratic._generated.cache_clear()              # drawn again, not the per-process cache
+    instance.generated.cache_clear()              # drawn again, not the per-process cache
     b, c = stored(make(**kw)), stored(make(**{**kw, "instance_seed": 4}))
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

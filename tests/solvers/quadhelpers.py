@@ -77,9 +77,10 @@ def neumann_target(m, x, y, eta, n_terms, scale=1.0):
 
 
 class LoggingOracles(Oracles):
-    """Oracles that call ``self._log(kind, x, y, idx, wrt)`` before every oracle call whose kind
-    is in ``logged`` (the results are those of Oracles). Subclasses define _log; the records go
-    to ``self.seen``."""
+    """Oracles that call ``self._log(kind, x, y, idx, method)`` before every oracle call whose
+    counted kind is in ``logged`` (``method`` the Oracles method called: grad_g, grad_g_x and
+    grad_g_xy count as the kind grad_g; the results are those of Oracles). Subclasses define
+    _log; the records go to ``self.seen``."""
 
     logged = ("grad_g", "grad_f", "hvp", "cross", "hvp_cross")
 
@@ -87,16 +88,24 @@ class LoggingOracles(Oracles):
         super().__init__(*args)
         self.seen = []
 
-    def _log(self, kind, x, y, idx, wrt):
+    def _log(self, kind, x, y, idx, method):
         raise NotImplementedError
 
-    def _maybe_log(self, kind, x, y, idx, wrt=None):
+    def _maybe_log(self, kind, x, y, idx, method=None):
         if kind in self.logged:
-            self._log(kind, x, y, idx, wrt)
+            self._log(kind, x, y, idx, method or kind)
 
-    def grad_g(self, x, y, idx=None, wrt="y"):
-        self._maybe_log("grad_g", x, y, idx, wrt)
-        return super().grad_g(x, y, idx, wrt)
+    def grad_g(self, x, y, idx=None):
+        self._maybe_log("grad_g", x, y, idx)
+        return super().grad_g(x, y, idx)
+
+    def grad_g_x(self, x, y, idx=None):
+        self._maybe_log("grad_g", x, y, idx, "grad_g_x")
+        return super().grad_g_x(x, y, idx)
+
+    def grad_g_xy(self, x, y, idx=None):
+        self._maybe_log("grad_g", x, y, idx, "grad_g_xy")
+        return super().grad_g_xy(x, y, idx)
 
     def grad_f(self, x, y, idx=None):
         self._maybe_log("grad_f", x, y, idx)
@@ -127,7 +136,7 @@ class SpyOracles(LoggingOracles):
         super().__init__(*args)
         self.counts = []
 
-    def _log(self, kind, x, y, idx, wrt):
+    def _log(self, kind, x, y, idx, method):
         key = (None if idx is None else (idx.start, idx.stop) if isinstance(idx, slice)
                else tuple(idx.tolist()))
         xs, ys = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])

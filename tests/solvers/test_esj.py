@@ -191,9 +191,9 @@ def test_paths_are_one_batched_call_per_inner_step():
     class Spy(Oracles):
         shapes = []
 
-        def grad_g(self, x, y, idx=None, wrt="y"):
+        def grad_g(self, x, y, idx=None):
             self.shapes.append(tuple(x.shape))
-            return super().grad_g(x, y, idx, wrt)
+            return super().grad_g(x, y, idx)
 
     o = Spy(prob, gens["sampling"])
     s = Esj().init(o, prob.x0, prob.y0, EsjHP(inner_steps=6, n_directions=5), gens["solver"])
@@ -319,9 +319,9 @@ def test_esjs_oracle_counts_and_one_shared_batch_per_inner_step():
     class Spy(Oracles):
         log = []
 
-        def grad_g(self, x, y, idx=None, wrt="y"):
+        def grad_g(self, x, y, idx=None):
             self.log.append(("g", tuple(x.shape), idx))
-            return super().grad_g(x, y, idx, wrt)
+            return super().grad_g(x, y, idx)
 
         def grad_f(self, x, y, idx=None):
             self.log.append(("f", tuple(x.shape), idx))

@@ -146,12 +146,12 @@ def test_run_reaches_lam_biased_stationary_point():
 
 
 class SpyOracles(LoggingOracles):
-    """Records (wrt, x.dim(), idx) of every grad_g call."""
+    """Records (method, x.dim(), idx) of every grad_g-kind call."""
 
     logged = ("grad_g",)
 
-    def _log(self, kind, x, y, idx, wrt):
-        self.seen.append((wrt, x.dim(), idx))
+    def _log(self, kind, x, y, idx, method):
+        self.seen.append((method, x.dim(), idx))
 
 
 def test_minibatches_and_cost():
@@ -162,8 +162,8 @@ def test_minibatches_and_cost():
     assert o.calls == {"grad_g": 2 * 3 + 2, "grad_f": 3 + 1, "hvp": 0, "cross": 0,
                        "hvp_cross": 0, "g": 0, "f": 0}
     assert o.samples["grad_g"] == 8 * 8 and o.samples["grad_f"] == 4 * 8
-    wrt, dim, idx = o.seen[-1]
-    assert wrt == "x" and dim == 2 and idx is not None    # one shared batch for the difference
+    method, dim, idx = o.seen[-1]
+    assert method == "grad_g_x" and dim == 2 and idx is not None    # one shared batch for the difference
 
 
 @pytest.mark.parametrize("field,value", [("inner_lr", 0.0), ("z_lr", -1.0), ("lam0", 0.0),

@@ -18,7 +18,7 @@ class SpyOracles(LoggingOracles):
 
     logged = ("grad_g", "grad_f", "hvp", "cross")
 
-    def _log(self, kind, x, y, idx, wrt):
+    def _log(self, kind, x, y, idx, method):
         self.seen.append((kind, idx, x, y))
 
 

@@ -90,9 +90,9 @@ def test_counts_per_step_and_batched_calls():
     class Spy(Oracles):
         log = []
 
-        def grad_g(self, x, y, idx=None, wrt="y"):
+        def grad_g(self, x, y, idx=None):
             self.log.append(("grad_g", tuple(x.shape), idx))
-            return super().grad_g(x, y, idx, wrt)
+            return super().grad_g(x, y, idx)
 
         def f(self, x, y, idx=None):
             self.log.append(("f", tuple(x.shape), idx))

@@ -138,10 +138,10 @@ class RowSpy(Oracles):
         super().__init__(*args)
         self.rows = []
 
-    def per_sample(self, kind, x, y, idx=None, v=None, wrt="y"):
+    def per_sample(self, kind, x, y, idx=None, v=None):
         n = self.n_outer if kind == "grad_f" else self.n_inner
         self.rows.append((kind, sample_rows(idx, n).tolist()))
-        return super().per_sample(kind, x, y, idx, v=v, wrt=wrt)
+        return super().per_sample(kind, x, y, idx, v=v)
 
 
 def test_one_inner_batch_refreshes_all_three_inner_tables():

@@ -31,7 +31,7 @@ class SpyOracles(LoggingOracles):
 
     logged = ("grad_g", "hvp_cross", "grad_f")
 
-    def _log(self, kind, x, y, idx, wrt):
+    def _log(self, kind, x, y, idx, method):
         self.seen.append((kind, idx))
 
 
