@@ -9,8 +9,8 @@ Timing: ``time`` is the cumulative time spent in ``init`` and ``step`` only. War
 on a throwaway copy (fresh oracles and generators) before the clock starts, so they neither
 count nor change the trace; one more step of that copy is profiled for the deterministic memory
 columns ``state_mib`` and ``step_peak_mib`` (bench/memory.py; written on every row of the run,
-the profiled step's index and wall time in meta.json's ``memory_probe``). Metric evaluation, divergence checks at checkpoints and memory
-sampling happen with the clock stopped; memory peaks (bench/profiling.py) are sampled before
+the profiled step's index and wall time in meta.json's ``memory_probe``). Metric evaluation,
+divergence checks at checkpoints and memory sampling happen with the clock stopped; memory peaks (bench/profiling.py) are sampled before
 the metrics and restarted after them, so they cover init and steps only. On CUDA the clock is
 synchronized at checkpoints only (the seconds budget reads it unsynchronized after each step).
 

@@ -85,7 +85,7 @@ class AidHP:
     def __post_init__(self):
         ops.require_int(self, "inner_steps")
         require_positive(self, "inner_steps", "inner_lr", "outer_lr")
-        require_choice(self, "outer_opt", ("sgd", "adam"))
+        require_choice(self, "outer_opt", ops.OUTER_OPTS)
         ops.require_bool(self, "warm_start")
 
 

@@ -91,7 +91,7 @@ class EsPathHP:
     def __post_init__(self):
         ops.require_int(self, "inner_steps", "n_directions")
         require_positive(self, "inner_lr", "inner_steps", "n_directions", "mu", "outer_lr")
-        require_choice(self, "outer_opt", ("sgd", "adam"))
+        require_choice(self, "outer_opt", ops.OUTER_OPTS)
         require_choice(self, "directions", ops.DIRECTION_LAWS)
         ops.require_bool(self, "warm_start")
 

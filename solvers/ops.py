@@ -262,6 +262,9 @@ def linear_sgd(matvec: MatVec, b: Tensor, v0: Tensor, steps: int, lr: float) -> 
     return v
 
 
+OUTER_OPTS = ("sgd", "adam")            # the rules of outer_step
+
+
 def outer_step(opt: str, m: Tensor, v: Tensor, grad: Tensor, k: int, lr: float):
     """The outer update x_{k+1} = x_k - update: ("sgd") lr * grad, or ("adam") an Adam step.
 

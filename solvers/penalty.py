@@ -96,9 +96,8 @@ class PenaltyHP:
         require_positive(self, "inner_lr", "outer_lr", "gamma0", "eps0", "inner_steps",
                          "max_passes", "decay")
         require_nonnegative(self, "lam0")
-        require_choice(self, "opt", ("sgd", "adam"))
-        if not isinstance(self.use_multiplier, bool):
-            raise ValueError(f"use_multiplier must be a bool, got {self.use_multiplier!r}")
+        require_choice(self, "opt", ops.OUTER_OPTS)
+        ops.require_bool(self, "use_multiplier")
         if not self.gamma_growth >= 1:
             raise ValueError(f"gamma_growth must be >= 1, got {self.gamma_growth!r}")
         if not self.decay <= 1:
