@@ -161,3 +161,39 @@ def require_choice(hp, name: str, choices: tuple) -> None:
     value = getattr(hp, name)
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+# ----------------------------------------------------------- search-space declarations
+class Tunable(NamedTuple):
+    """How ``python -m bench tune --suite`` searches one HP field (protocol: bench/tune.py).
+
+    kind "log": a step size, searched on a log scale over ``decades`` decades geometrically
+    centred on the base value (the suite's ``params`` value of the field, else the default);
+    ``main`` marks the solver's main step size (the x axis of the sensitivity figure; exactly
+    one per solver). kind "set": a discrete field searched over base x each of ``factors``
+    (integers rounded, at least 1). Fields without a declaration stay fixed."""
+    kind: str
+    decades: float = 0.0
+    factors: tuple = ()
+    main: bool = False
+
+
+TUNE_KEY = "tune"
+
+
+def step_size(default: float, *, decades: float = 3.0, main: bool = False):
+    """An HP field searched on a log scale (see ``Tunable``), e.g.
+    ``outer_lr: float = step_size(0.01, main=True)``."""
+    return dataclasses.field(default=default,
+                             metadata={TUNE_KEY: Tunable("log", decades=decades, main=main)})
+
+
+def discrete(default, *factors: float):
+    """An HP field searched over default-relative multiples, e.g.
+    ``batch_size: int = discrete(64, 0.5, 1, 2)`` (see ``Tunable``)."""
+    return dataclasses.field(default=default, metadata={TUNE_KEY: Tunable("set", factors=tuple(factors))})
+
+
+def search_space(hp_cls) -> dict[str, Tunable]:
+    """The declared tunables of an HP dataclass, in field order."""
+    return {f.name: f.metadata[TUNE_KEY] for f in dataclasses.fields(hp_cls) if TUNE_KEY in f.metadata}
