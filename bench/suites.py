@@ -117,6 +117,17 @@ def _seeds(v: Any, where: str) -> list[int]:
     return list(v)
 
 
+def files(name: str, _stack: tuple = ()) -> dict[str, Path]:
+    """The suite's file and the files of the suites it includes (recursively): name -> path."""
+    sname, path = _path(name)
+    if sname in _stack:
+        raise InputError(f"suite {sname}: include cycle {' -> '.join(_stack + (sname,))}")
+    out = {sname: path}
+    for inc in read(name).get("include", []) or []:
+        out.update(files(_str(inc, f"suite {sname}.include"), _stack + (sname,)))
+    return out
+
+
 def read(name: str) -> dict:
     """Parse a suite file into a dict (TOML as data only)."""
     _, path = _path(name)
