@@ -19,6 +19,7 @@ writes anything: bad input is an ``InputError`` naming the field.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from bench import executors, suites, tune as tuning
+from bench import executors, protocol, suites, tune as tuning
 from bench.errors import InputError, Interrupted
 from bench.executors import Outcome
 from bench.profiling import cpu_count
@@ -361,6 +362,48 @@ def tune_solver(problem: str, solver: str, grid: dict[str, list], **options) -> 
     """Grid search (options of ``plan_tune``): the points ranked by score, the best one and its
     suite-file snippet."""
     return plan_tune(problem, solver, grid, **options).run()
+
+
+@dataclass
+class ProtocolJob:
+    """A validated protocol tuning of a suite (bench/protocol.py): ``run`` executes its rounds
+    through the store and writes the suite files' tuned tables and records."""
+    protocol: protocol.Protocol
+    execution: Execution
+
+    def run(self, progress=None) -> list[Path]:
+        """``progress(todo, title, run)`` wraps each batch (the CLI's progress bar); the files
+        written."""
+        store = self.protocol.store
+
+        def execute(specs: list[RunSpec], title: str) -> None:
+            todo = [s for s in specs if not store.has_result(s.run_id)]
+            go = lambda on_done=None, on_tick=None: _execute(todo, store, self.execution, on_done, on_tick)  # noqa: E731
+            progress(todo, title, go) if progress else go()
+        return self.protocol.run(execute)
+
+
+def plan_protocol(suite: str, *, problems: Optional[list[str]] = None,
+                  solvers: Optional[list[str]] = None, results_dir=RESULTS_DIR,
+                  executor: str = "process", jobs: Optional[int] = None, threads: int = 1,
+                  warmup: int = 0, timeout: Optional[float] = None, address: Optional[str] = None,
+                  command: str = "") -> ProtocolJob:
+    """Validate the tuning protocol over a suite or a subset of its problem / solver labels
+    (InputError, nothing written); see bench/protocol.py."""
+    execution = Execution(executor, default_jobs() if jobs is None else jobs, threads, warmup, timeout, address)
+    execution.check()
+    for name, path in suites.files(suite).items():
+        if not os.access(path.parent, os.W_OK):
+            raise InputError(f"--suite {name}: cannot write its tuned tables next to {path} "
+                             "(folder not writable)")
+    plan = protocol.plan(suite, problems=problems, solvers=solvers, store=None, command=command)
+    plan.store = _store(results_dir)
+    return ProtocolJob(plan, execution)
+
+
+def tune_suite(suite: str, **options) -> list[Path]:
+    """Run the tuning protocol over a suite (options of ``plan_protocol``); the files written."""
+    return plan_protocol(suite, **options).run()
 
 
 # --------------------------------------------------------------------------- listing

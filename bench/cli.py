@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import api, executors, suites, tune
+from bench import api, executors, protocol, suites, tune
 from bench.errors import InputError, Interrupted
 from bench.spec import Budget
 
@@ -190,8 +190,14 @@ def cmd_publish(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    job = api.plan_tune(args.problem, args.solver, tune.parse_grid(args.grid), suite=args.suite,
-                        seeds=_seeds(args.seeds), budget=Budget.parse(args.budget),
+    if args.grid is None:
+        return _tune_protocol(args)
+    for opt, value in (("--problem", args.problem), ("--solver", args.solver)):
+        if not value or len(value) != 1:
+            raise InputError(f"{opt}: give exactly one with --grid (a one-off grid search of one "
+                             "solver on one problem); without --grid, --suite runs the tuning protocol")
+    job = api.plan_tune(args.problem[0], args.solver[0], tune.parse_grid(args.grid), suite=args.suite,
+                        seeds=_seeds(args.seeds or "0-2"), budget=Budget.parse(args.budget or "iters=500"),
                         base=tune.parse_assignments(args.base or "", "--base"),
                         problem_params=tune.parse_assignments(args.problem_params or "", "--problem-params"),
                         metric=args.metric, device=args.device, command=_command(args), **_execution(args))
@@ -210,6 +216,42 @@ def cmd_tune(args) -> int:
         err.print(f"note: {note}", markup=False, soft_wrap=True)
     out.print(f"# paste under the [[solvers]] entry of {t.solver} in the suite file", markup=False, soft_wrap=True)
     out.print(res.snippet, markup=False, soft_wrap=True)
+    return 0
+
+
+def _tune_protocol(args) -> int:
+    """``tune --suite S`` without --grid: the equal-effort protocol (bench/protocol.py)."""
+    if not args.suite:
+        raise InputError("--suite: the tuning protocol tunes the pairs of a suite; give --suite S "
+                         "(or --problem, --solver and --grid for a one-off grid search)")
+    for opt, value in (("--grid", args.grid), ("--seeds", args.seeds), ("--budget", args.budget),
+                       ("--base", args.base), ("--metric", args.metric),
+                       ("--problem-params", args.problem_params)):
+        if value is not None:
+            raise InputError(f"{opt}: applies to --grid only; the protocol fixes seeds, budgets, "
+                             "ranges and the metric (README, 'Tuning protocol')")
+    if args.device != "cpu":
+        raise InputError(f"--device {args.device}: the protocol tunes the cpu-scale suites on the cpu")
+    job = api.plan_protocol(args.suite, problems=_names(args.problem), solvers=_names(args.solver),
+                            command=_command(args), **_execution(args))
+    plan = job.protocol
+    err.print(f"tune suite {args.suite}: {len(plan.pairs)} (problem, solver) pairs; per round "
+              f"{protocol.K} configurations x {len(protocol.SEEDS)} seeds at a third of the tuning "
+              f"budget, the best {protocol.KEEP} at all of it; at most {protocol.MAX_WIDEN} widenings "
+              f"-> {plan.store.raw}", markup=False, soft_wrap=True)
+
+    def progress(todo, title, run):
+        return _progress(todo, args.quiet, f"tune {args.suite}: {title}", run)
+    written = job.run(progress)
+    edges = [p for p in plan.pairs if p.edge and p.winner]
+    lost = [p for p in plan.pairs if p.winner is None]
+    for p in edges:
+        err.print(f"edge: {p.problem_label}/{p.solver_label}: {p.edge}", markup=False)
+    for p in lost:
+        err.print(f"no configuration of {p.problem_label}/{p.solver_label} finished every seed; "
+                  "it keeps its base hyperparameters", markup=False, soft_wrap=True)
+    for path in written:
+        out.print(f"wrote {path}", markup=False, soft_wrap=True)
     return 0
 
 
@@ -300,23 +342,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit without running")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("tune", help="grid-search a solver's hyperparameters on one problem",
-                       description="Run a small grid of hyperparameters x seeds with a short "
-                                   "budget (through the store: finished runs are reused) and print "
-                                   "the best setting as a suite-file snippet. Score: median over "
-                                   "seeds of the final metric; any diverged or failed seed = inf.")
-    p.add_argument("--problem", required=True,
-                   help="problem name, or with --suite the label of one of the suite's problems")
-    p.add_argument("--suite", help="take the problem's parameters and the solver's hyperparameters "
-                                   "from this suite (name or .toml path)")
-    p.add_argument("--problem-params", metavar="K=V,...", help="problem parameters, e.g. 'dim_x=10,dim_y=10'")
-    p.add_argument("--solver", required=True, help="solver name or alias")
-    p.add_argument("--base", metavar="K=V,...", help="fixed hyperparameters, e.g. 'batch_size=64'")
-    p.add_argument("--grid", required=True, metavar="'K=V1,V2 K2=...'",
-                   help="grid, e.g. 'outer_lr=1e-3,1e-2,1e-1 inner_lr=0.1,0.5'")
-    p.add_argument("--seeds", default="0-2", help="seeds (default 0-2)")
-    p.add_argument("--budget", default="iters=500", help="budget of each run (default iters=500)")
-    p.add_argument("--metric", help="metric to minimize (default: the problem's main metric)")
+    p = sub.add_parser("tune", help="tune a suite by the equal-effort protocol, or grid-search one pair",
+                       description="Without --grid: run the equal-effort tuning protocol over every "
+                                   "(problem, solver) pair of --suite (or the --problem / --solver "
+                                   "subset): each solver's declared search space, 21 configurations "
+                                   "x seeds 0-2 per round, successive halving, edge widenings; then "
+                                   "write the suite's generated tables <suite>.tuned.toml and its "
+                                   "record <suite>.tuning.csv next to the suite file (README, 'Tuning "
+                                   "protocol'). Runs go through the store (resumable). With --grid: a "
+                                   "one-off grid of one solver on one problem, printed as a suite-file "
+                                   "snippet (score: median over seeds of the final metric; any "
+                                   "diverged or failed seed = inf); nothing is written to the suite.")
+    p.add_argument("--suite", help="the suite to tune (name or .toml path); with --grid: take the "
+                                   "problem's parameters and the solver's hyperparameters from it")
+    p.add_argument("--problem", action="append", metavar="LABEL",
+                   help="protocol: only these problem labels (repeatable); --grid: the problem name, "
+                        "or with --suite the label of one of its problems")
+    p.add_argument("--solver", action="append", metavar="LABEL",
+                   help="protocol: only these solver labels (repeatable); --grid: the solver name or alias")
+    p.add_argument("--problem-params", metavar="K=V,...", help="--grid: problem parameters, e.g. 'dim_x=10,dim_y=10'")
+    p.add_argument("--base", metavar="K=V,...", help="--grid: fixed hyperparameters, e.g. 'batch_size=64'")
+    p.add_argument("--grid", metavar="'K=V1,V2 K2=...'",
+                   help="one-off grid, e.g. 'outer_lr=1e-3,1e-2,1e-1 inner_lr=0.1,0.5'")
+    p.add_argument("--seeds", help="--grid: seeds (default 0-2)")
+    p.add_argument("--budget", help="--grid: budget of each run in iters, samples or calls, never "
+                                    "seconds (default iters=500)")
+    p.add_argument("--metric", help="--grid: metric to minimize (default: the problem's main metric)")
     _add_exec_options(p, warmup=0)
     p.set_defaults(func=cmd_tune)
 

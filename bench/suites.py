@@ -146,7 +146,7 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
     """Expand a suite into validated run specs (deduplicated by run id) at a scale (see above)."""
     if scale not in SCALES:
         raise InputError(f"--scale: unknown scale {scale!r}; valid: {', '.join(SCALES)}")
-    sname, _ = _path(name)
+    sname, path = _path(name)
     if sname in _stack:
         raise InputError(f"suite {sname}: include cycle {' -> '.join(_stack + (sname,))}")
     doc = read(name)
@@ -191,6 +191,7 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
         aliases = solver_aliases()
         listed = {aliases.get(s["name"], s["name"]) for s in sentries.values()}
         sentries.update({n: {"name": n, "label": n} for n in load_solvers() if n not in listed})
+    _merge_tuned(path, plabels, sentries, where)
 
     for plabel, p in plabels.items():
         w = f"{where}.problems.{plabel}"
@@ -218,6 +219,33 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
 
     suite.specs = select(_dedup(specs), solvers, problems, sname)
     return suite
+
+
+def _merge_tuned(path: Path, plabels: dict, sentries: dict, where: str) -> None:
+    """Add the generated tables of ``python -m bench tune --suite`` (``<suite>.tuned.toml`` next to
+    the suite file, ``[solver-label.problem-label]`` tables) to the solvers' ``tuned`` tables; a
+    pair tuned both there and inline is an error."""
+    gen = path.with_name(path.stem + ".tuned.toml")
+    if not gen.is_file():
+        return
+    w = f"{where} ({gen.name})"
+    try:
+        with open(gen, "rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{w}: not valid TOML: {exc}") from None
+    for slabel, tables in doc.items():
+        if slabel not in sentries:
+            raise InputError(f"{w}.{slabel}: not a solver label of the suite; valid: {', '.join(sentries)}")
+        tuned = dict(_table(sentries[slabel].get("tuned", {}), f"{where}.solvers.{slabel}.tuned"))
+        for plabel, values in _table(tables, f"{w}.{slabel}").items():
+            if plabel not in plabels:
+                raise InputError(f"{w}.{slabel}.{plabel}: not a problem label; valid: {', '.join(plabels)}")
+            if plabel in tuned:
+                raise InputError(f"{where}.solvers.{slabel}.tuned.{plabel}: also in {gen.name}; "
+                                 "keep one of the two")
+            tuned[plabel] = _table(values, f"{w}.{slabel}.{plabel}")
+        sentries[slabel] = {**sentries[slabel], "tuned": tuned}
 
 
 def _entries(items: list, kind: str, allowed: tuple, where: str) -> dict[str, dict]:

@@ -112,6 +112,9 @@ def plan(problem: str, solver: str, grid: dict[str, list[Any]], *, suite: Option
     if not seeds:
         raise InputError("--seeds: need at least one seed")
     budget = Budget.from_dict(budget, "--budget") if isinstance(budget, dict) else budget or Budget(iters=500)
+    if budget.seconds is not None:
+        raise InputError("--budget.seconds: a tuning budget is in iters, samples or calls, never "
+                         "seconds (the result would depend on machine load)")
     fixed, hp, label = dict(base or {}), dict(base or {}), problem
     if suite:
         try:

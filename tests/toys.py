@@ -76,8 +76,8 @@ FAKE_CLOCK = [0.0]
 
 @dataclass(frozen=True)
 class ToyHP:
-    lr: float = 0.5
-    batch_size: int = 2
+    lr: float = sb.step_size(0.5, main=True)      # searched by the tuning protocol
+    batch_size: int = sb.discrete(2, 1, 2)
     fail_at: int = 3          # toy-raise / toy-crash: the step that fails
 
     def __post_init__(self):
