@@ -173,7 +173,7 @@ def publish_suite(name: str, *, stages=("publish",), results_dir=RESULTS_DIR, pl
         raise InputError("--reference: the report is not part of the reference (11 MB); valid: "
                          "publish --reference, then report without it")
     outputs.check(stages)
-    data = _load(suite, store)
+    data = _load(suite, store, name)
     missing = list(data.runs.run_id[data.runs.status.isna()])
     if len(missing) == len(suite.specs):
         raise InputError(f"--suite {suite.name}: no stored runs of this suite in {store.raw} (run "
@@ -185,10 +185,11 @@ def publish_suite(name: str, *, stages=("publish",), results_dir=RESULTS_DIR, pl
     return _publish(data, outputs, stages, command or f"bench.publish_suite({name!r})")
 
 
-def _load(suite: suites.Suite, store: Store):
-    """Every stored run of the suite (``publish.Data``), read once."""
-    from bench import publish as pub
-    return pub.load(store, suite.specs, suite.name)
+def _load(suite: suites.Suite, store: Store, given: str):
+    """Every stored run of the suite (``publish.Data``), read once, with the tuning records of
+    the suite as the caller named it (``given``: a name or a path; protocol.read_records)."""
+    from bench import protocol, publish as pub
+    return pub.load(store, suite.specs, suite.name, protocol.read_records(given))
 
 
 def _publish(data, outputs: Outputs, stages, command: str) -> Publication:
@@ -272,7 +273,8 @@ class SuiteJob:
         done = SuiteRun(self.suite.name, self.store, self.suite.specs, outcomes, self.stored, None)
         redo = f"python -m bench publish/plot/report --suite {self.given}"
         try:
-            done.publication = _publish(_load(self.whole, self.store), self.outputs, STAGES, self.command)
+            data = _load(self.whole, self.store, self.given)
+            done.publication = _publish(data, self.outputs, STAGES, self.command)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted while publishing: the runs are stored; {redo} redoes it") from None
         except Exception as exc:  # noqa: BLE001 - the runs are stored: a publishing problem only warns

@@ -12,6 +12,11 @@ Per problem P (file names use the problem label):
                   state and one step's peak of tensor bytes (bench/memory.py); the process
                   figures: peak RSS, USS, peak GPU memory when any run has one
   hypergrad-P     hypergradient relative error vs iterations, for solvers that expose their estimate
+  sensitivity-P   from the suite's tuning records (only problems that have some): one panel per
+                  solver, its rung-0 score (median over seeds of the main metric after a third of
+                  the tuning budget) against its main step size, one point per configuration of
+                  every round; diverged configurations (score inf) as x at the top of the panel,
+                  the chosen configuration as a star at its rung-1 score on a dotted vertical line
 Per suite: profile (performance profiles: fraction of problems solved within tau x the fastest
 solver's time, one panel per target). Each figure is written as PNG and PDF.
 """
@@ -24,14 +29,16 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from bench import publish as pub
 
 AXIS_LABELS = {"time": "time (s)", "calls": "oracle calls", "samples": "samples"}
-PREFIXES = ("convergence-", "complexity-", "bars-", "hypergrad-", "profile")
+PREFIXES = ("convergence-", "complexity-", "bars-", "hypergrad-", "sensitivity-", "profile")
 DPI = 100
 
 
@@ -249,6 +256,85 @@ def hypergrad(data: pub.Data, problem: str, palette) -> Optional[Figure]:
     return fig
 
 
+def _seeds_text(values) -> str:
+    """The recorded seeds as a short text: "0 1 2" -> "0-2" (consecutive), else as recorded."""
+    texts = list(dict.fromkeys(str(v).strip() for v in values if str(v).strip() not in ("", "nan")))
+    if len(texts) != 1:
+        return "; ".join(texts) or "?"
+    try:
+        seeds = [int(x) for x in texts[0].split()]
+    except ValueError:
+        return texts[0]
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+SENSITIVITY_COLS = 5                                   # panels per row
+
+
+def sensitivity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
+    """Each solver's rung-0 score against its main step size (one panel per solver, shared y):
+    one point per configuration of every round, x at the top for diverged ones (score inf), the
+    chosen configuration as a star at its rung-1 score on a dotted line; None without records."""
+    rec = data.records
+    rec = rec[rec.problem == problem] if not rec.empty else rec
+    if rec.empty:
+        return None
+    present = set(rec.solver)
+    order = [s for s in palette if s in present] + [s for s in dict.fromkeys(rec.solver) if s not in palette]
+    metric = str(rec.metric.iloc[0])
+    rung = pd.to_numeric(rec.rung, errors="coerce").to_numpy(float)
+    score = pd.to_numeric(rec.score, errors="coerce").to_numpy(float)
+    x = pd.to_numeric(rec.main_value, errors="coerce").to_numpy(float)
+    chosen = pub.flags(rec.chosen)
+    solver = rec.solver.to_numpy()
+    finite = score[(rung == 0) & np.isfinite(score)]
+    log_y = metric in pub.ZERO_METRICS and finite.size > 0 and bool((finite > 0).all())
+    cols = min(len(order), SENSITIVITY_COLS)
+    rows = math.ceil(len(order) / cols)
+    fig = _figure(rows, cols, w=max(2.9, 9.0 / cols), h=2.4, legend=0.35)
+    grid = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    for ax in grid.flat[len(order):]:
+        fig.delaxes(ax)
+    axes = grid.flat[:len(order)]
+    if log_y:
+        axes[0].set_yscale("log")                           # shared: every panel
+    shown = score[((rung == 0) | chosen) & np.isfinite(score) & (x > 0)]
+    if shown.size:                                          # headroom above the points for the x marks
+        lo, hi = (np.log10(shown.min()), np.log10(shown.max())) if log_y else (shown.min(), shown.max())
+        span = max(hi - lo, 0.5 if log_y else abs(hi) * 0.1 or 1.0)
+        lo, hi = lo - 0.08 * span, hi + 0.25 * span
+        axes[0].set_ylim(*((10 ** lo, 10 ** hi) if log_y else (lo, hi)))
+    for i, (ax, name) in enumerate(zip(axes, order)):
+        color = palette.get(name, "gray")
+        mine = solver == name
+        screen = mine & (rung == 0) & (x > 0)
+        ok = screen & np.isfinite(score)
+        ax.plot(x[ok], score[ok], "o", ms=3.5, color=color, alpha=0.8)
+        bad = screen & ~np.isfinite(score)
+        ax.plot(x[bad], np.full(int(bad.sum()), 0.94), "x", ms=5, mew=1.2, color=color,
+                transform=ax.get_xaxis_transform(), clip_on=False)
+        for xc, sc in zip(x[mine & chosen], score[mine & chosen]):
+            if xc > 0:
+                ax.axvline(xc, ls=":", lw=1, color="black")
+                if np.isfinite(sc):
+                    ax.plot([xc], [sc], "*", ms=10, color=color, mec="black", mew=0.6)
+        ax.set_xscale("log")
+        params = rec.main_param[mine].dropna().astype(str).unique()
+        ax.set_title(name, fontsize=8)
+        _style(ax, params[0] if len(params) else "main step size", metric if i % cols == 0 else "")
+    handles = [Line2D([], [], ls="none", marker="o", ms=4, color="gray", label="configuration (rung 0, every round)"),
+               Line2D([], [], ls="none", marker="x", ms=5, color="gray", label="diverged (score inf)"),
+               Line2D([], [], ls=":", marker="*", ms=9, color="black", mfc="gray",
+                      label="chosen (its rung-1 score at the full tuning budget)")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(f"{data.suite} / {problem}: sensitivity to the main step size; score after a third of "
+                 f"the tuning budget (rung 0), median over seeds {_seeds_text(rec.seeds)}; x = diverged",
+                 fontsize=9)
+    return fig
+
+
 def profile(board, palette) -> Figure:
     n = len(set(board.solver))
     fig = _figure(1, len(pub.TARGETS), w=4.0, h=3.2, legend=0.2 + 0.16 * math.ceil(n / 6))
@@ -275,13 +361,13 @@ def draw(data: pub.Data, board, folder: Optional[Path] = None) -> dict[str, byte
     palette = colors(list(dict.fromkeys(data.runs.solver)))
     figures: dict[str, Figure] = {}
     for problem in data.problems():
-        if data.tables.empty or not (data.tables.problem == problem).any():
-            continue
         name = slug(problem)
-        figures[f"convergence-{name}"] = convergence(data, problem, palette)
-        figures[f"complexity-{name}"] = complexity(data, problem, palette)
-        figures[f"bars-{name}"] = bars(board, problem, palette)
-        figures[f"hypergrad-{name}"] = hypergrad(data, problem, palette)
+        if not data.tables.empty and (data.tables.problem == problem).any():
+            figures[f"convergence-{name}"] = convergence(data, problem, palette)
+            figures[f"complexity-{name}"] = complexity(data, problem, palette)
+            figures[f"bars-{name}"] = bars(board, problem, palette)
+            figures[f"hypergrad-{name}"] = hypergrad(data, problem, palette)
+        figures[f"sensitivity-{name}"] = sensitivity(data, problem, palette)
     if not board.empty:
         figures["profile"] = profile(board, palette)
     figures = {name: fig for name, fig in figures.items() if fig is not None}

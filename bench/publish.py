@@ -16,6 +16,17 @@ m0 - L/100 * (m0 - m*). For positive metrics m* is floored at 1e-10 m0: a solver
 precision (1e-28 on a quadratic) would otherwise put every target out of the others' reach.
 A run reaches a target at its first checkpoint with m <= target.
 
+Robustness to tuning (``robustness``, from the suite's tuning records, ``protocol.read_records``):
+per (problem, solver), over its screening configurations (rung 0, every round): how many
+(``tune_configs``), in how many rounds (``tune_rounds``), the share near the best
+(``tune_near_best``), the share with a diverged or failed seed (``tune_diverged``) and the chosen
+configuration's edge flag (``tune_edge``). Near best, with ``best`` the lowest finite rung-0 score
+of the pair: for a metric of ``protocol.ZERO_METRICS`` (optimum 0), score <= 10 best; otherwise
+(losses with an unknown floor, metrics that can be negative), score - best <= (start - best) / 10
+with ``start`` the median of the pair's rung-0 start values (the configuration closes at least
+90% of the gap from the start value to the best; a gap below 0 or unknown counts as 0). An
+infinite score (a seed diverged or failed) is never near best. Pairs without records: NaN.
+
 Nothing here imports a solver; problems are only asked for their ``main_metric``.
 """
 from __future__ import annotations
@@ -32,6 +43,7 @@ import pandas as pd
 
 from bench.memory import COLUMNS as SOLVER_MEMORY
 from bench.profiling import GPU_COLUMNS, SMAPS_COLUMNS
+from bench.protocol import RECORD_COLUMNS, ZERO_METRICS
 from bench.store import STATUSES, TRACED, write_atomic
 
 TARGETS = (25, 50, 75)                     # percent of the way from the start value to the best
@@ -40,7 +52,14 @@ TAUS = (1, 2, 5, 10)                       # performance-profile factors
 AXES = {"time": "time", "calls": "calls_total", "samples": "samples_total"}
 MEMORY = (*SOLVER_MEMORY, "rss_peak_mib", *SMAPS_COLUMNS, *GPU_COLUMNS)   # per run: max over checkpoints
 ENV_FIELDS = ("git_commit", "device_name", "host", "threads", "versions")
+TUNE_COLUMNS = ("tune_configs", "tune_rounds", "tune_near_best", "tune_diverged", "tune_edge")
+NEAR_FACTOR = 10                           # near best: within 10x the best (ZERO_METRICS) or 90% of the gap
 NAN = math.nan
+
+
+def no_records() -> pd.DataFrame:
+    """An empty tuning-record frame (a suite never tuned)."""
+    return pd.DataFrame(columns=[*RECORD_COLUMNS, "suite"])
 
 
 @dataclass
@@ -49,6 +68,7 @@ class Data:
     runs: pd.DataFrame                        # one row per spec
     tables: pd.DataFrame                      # checkpoints of finished / diverged runs
     main: dict = field(default_factory=dict)  # problem label -> main metric
+    records: pd.DataFrame = field(default_factory=no_records)   # tuning records (protocol.read_records)
 
     def metrics(self, problem: Optional[str] = None) -> list[str]:
         """Metric columns (main metric first) reported by the runs of ``problem`` (or any)."""
@@ -75,8 +95,9 @@ def main_metric(problem: str, columns: Iterable[str]) -> str:
         return "grad_norm_sq" if "grad_norm_sq" in columns else "value"
 
 
-def load(store, specs, suite: str) -> Data:
-    """Read the stored runs of ``specs`` (labels from the specs: the suite's, not the meta's)."""
+def load(store, specs, suite: str, records: Optional[pd.DataFrame] = None) -> Data:
+    """Read the stored runs of ``specs`` (labels from the specs: the suite's, not the meta's);
+    ``records``: the suite's tuning records (``protocol.read_records``), none when not given."""
     rows, blocks = [], {}                       # blocks: header -> (list of arrays, list of row index)
     for s in specs:
         run = store.read(s.run_id)
@@ -110,7 +131,7 @@ def load(store, specs, suite: str) -> Data:
         tables = pd.DataFrame(columns=["run_id", "problem", "solver", "seed", "status", "k", "time"])
     main = {p: main_metric(name, tables.columns)
             for p, name in runs[["problem", "problem_name"]].drop_duplicates().itertuples(index=False)}
-    return Data(suite, runs, tables, main)
+    return Data(suite, runs, tables, main, no_records() if records is None else records)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -238,7 +259,69 @@ def leaderboard(data: Data) -> pd.DataFrame:
             for col in per_step:
                 row[f"{col}_per_step"] = median_iqr(fin(col) / safe)[0]
             rows.append(row)
-    return pd.DataFrame(rows)
+    return with_robustness(pd.DataFrame(rows), robustness(data.records))
+
+
+# --------------------------------------------------------------------------- robustness to tuning
+def near_best(scores, starts, metric: str) -> np.ndarray:
+    """Which of the rung-0 ``scores`` are near the best finite one (rule in the module docstring);
+    ``starts``: the configurations' start values (used for metrics outside ZERO_METRICS)."""
+    s = np.asarray(scores, float)
+    finite = s[np.isfinite(s)]
+    if finite.size == 0:
+        return np.zeros(s.size, bool)
+    best = float(finite.min())
+    with np.errstate(invalid="ignore"):
+        if metric in ZERO_METRICS:
+            return np.isfinite(s) & (s <= NEAR_FACTOR * best)
+        st = np.asarray(starts, float)
+        st = st[np.isfinite(st)]
+        gap = max(float(np.median(st)) - best, 0.0) if st.size else 0.0
+        return np.isfinite(s) & (s - best <= gap / NEAR_FACTOR)
+
+
+def flags(values: pd.Series) -> np.ndarray:
+    """Booleans from a record column read as bool or as text ("True" / "False")."""
+    return np.array([str(v).strip().lower() == "true" for v in values], bool)
+
+
+def robustness(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (problem, solver) of the tuning ``records`` with the TUNE_COLUMNS (see the module
+    docstring). A pair recorded in several suite files (``suite`` column) takes the first file's."""
+    cols = ["problem", "solver", *TUNE_COLUMNS]
+    if records.empty:
+        return pd.DataFrame(columns=cols)
+    rec = records.astype({"problem": str, "solver": str})         # labels such as "100" read as numbers
+    if "suite" in rec.columns:
+        first = rec.groupby(["problem", "solver"], sort=False).suite.transform("first")
+        rec = rec[rec.suite == first]
+    rows = []
+    for (problem, solver), g in rec.groupby(["problem", "solver"], sort=False):
+        screen = g[pd.to_numeric(g.rung, errors="coerce") == 0]
+        score = pd.to_numeric(screen.score, errors="coerce").to_numpy(float)
+        start = pd.to_numeric(screen.start, errors="coerce").to_numpy(float)
+        bad = pd.to_numeric(screen.bad_seeds, errors="coerce").to_numpy(float)
+        near = near_best(score, start, str(g.metric.iloc[0]))
+        chosen = g[flags(g.chosen)]
+        edge = chosen.edge.iloc[0] if len(chosen) else ""
+        rows.append({"problem": problem, "solver": solver, "tune_configs": len(screen),
+                     "tune_rounds": int(screen["round"].nunique()),
+                     "tune_near_best": float(near.mean()) if len(screen) else NAN,
+                     "tune_diverged": float((bad > 0).mean()) if len(screen) else NAN,
+                     "tune_edge": edge if isinstance(edge, str) else ""})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def with_robustness(board: pd.DataFrame, robust: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with the TUNE_COLUMNS of ``robustness`` (NaN and "" for pairs without
+    records); counts stay integers in the CSV."""
+    if board.empty:
+        return board
+    out = board.merge(robust, on=["problem", "solver"], how="left")
+    for col in ("tune_configs", "tune_rounds"):
+        out[col] = pd.Series([int(v) if v == v else NAN for v in out[col]], index=out.index, dtype=object)
+    out["tune_edge"] = out.tune_edge.fillna("")
+    return out
 
 
 # --------------------------------------------------------------------------- summary
@@ -269,6 +352,9 @@ def summary(board: pd.DataFrame) -> pd.DataFrame:
             row[f"score_target{lv}"] = float(np.mean(np.where(np.isfinite(r), 1.0 / r, 0.0)))
             for tau in TAUS:
                 row[f"profile_target{lv}_tau{tau}"] = float(np.mean(r <= tau))
+        tuned = grp[grp.tune_configs.notna()] if "tune_configs" in grp else grp.iloc[:0]
+        for col in ("tune_near_best", "tune_diverged"):
+            row[f"{col}_mean"] = float(tuned[col].astype(float).mean()) if len(tuned) else NAN
         rows.append(row)
     return pd.DataFrame(rows)
 

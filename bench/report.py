@@ -102,7 +102,7 @@ def render(data: pub.Data, board: pd.DataFrame, summ: pd.DataFrame, figures: dic
                   f"reached {best:.4g}; {targets}.</p>", table(rows[cols]),
                   "<details><summary>full leaderboard rows</summary>",
                   table(rows.drop(columns=["problem"])), "</details>"]
-        for kind in ("convergence", "complexity", "hypergrad", "bars"):
+        for kind in ("convergence", "complexity", "hypergrad", "bars", "sensitivity"):
             name = f"{kind}-{slug(problem)}"
             if name in figures:
                 parts.append(_img(name, figures[name]))
