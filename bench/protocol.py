@@ -441,7 +441,9 @@ def plan(suite: str, *, problems: Optional[list[str]] = None, solvers: Optional[
         sname = spec.suite
         entry = _solver_entry(str(files[sname]), spec.solver_label)
         where = f"suite {sname}.solvers.{spec.solver_label}.params"
-        base = {**dataclasses.asdict(type(spec.hp)()), **entry.get("params", {})}
+        base = {**dataclasses.asdict(type(spec.hp)()), **entry.get("params", {}),
+                **suites.fixed_values({"label": spec.solver_label, "name": spec.solver, **entry},
+                                      spec.problem_label, f"suite {sname}")}
         metric = _main_metric(spec)
         pair = Pair(sname, spec.problem_label, spec.solver_label, spec, base, metric,
                     tuning_budget(spec.budget, f"suite {sname}.problems.{spec.problem_label}"))

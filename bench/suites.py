@@ -25,10 +25,16 @@ A suite is a name of a file in ``bench/suites/`` or a path to a ``.toml`` file::
     label = "soba"                    # unique id in the suite (default: name)
     params = { batch_size = 16 }      # hyperparameters on every problem
     problems = ["quad-small"]         # optional: only these problem labels
-    [solvers.tuned.quad-small]        # optional: per-problem hyperparameters (over params)
+    [solvers.fixed.quad-small]        # optional: per-problem values of fields the tuning protocol
+    hessian_lr = 0.5                  # does not search (problem constants), over params
+    [solvers.tuned.quad-small]        # optional: per-problem hyperparameters (over params, fixed)
     outer_lr = 0.05
     [solvers.tuned_with]              # optional: how each tuned table was obtained (text)
     quad-small = "python -m bench tune --suite S --problem quad-small --solver soba --grid ..."
+
+The shipped suites have no inline ``tuned`` tables: ``python -m bench tune --suite S`` writes
+them to ``S.tuned.toml`` next to the suite file (``[solver-label.problem-label]`` tables, read
+here as if they were inline) with its record ``S.tuning.csv`` (bench/protocol.py).
 
 Files are parsed as data (tomllib), validated completely before anything runs, and every
 problem is a one-line ``InputError`` naming the field.
@@ -58,7 +64,7 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 TOP_KEYS = ("description", "seeds", "budget", "full_budget", "include", "all_solvers", "notes", "problems", "solvers")
 PROBLEM_KEYS = ("label", "name", "params", "budget", "full_budget", "full_params", "dtype")
 SCALES = ("cpu", "full")
-SOLVER_KEYS = ("label", "name", "params", "problems", "tuned", "tuned_with")
+SOLVER_KEYS = ("label", "name", "params", "problems", "fixed", "tuned", "tuned_with")
 
 
 def available() -> list[str]:
@@ -178,7 +184,7 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
         for key in s.get("problems", []) if isinstance(s.get("problems", []), list) else [None]:
             if key not in plabels:
                 raise InputError(f"{w}.problems: {key!r} is not a problem label; valid: {', '.join(plabels)}")
-        for field_ in ("tuned", "tuned_with"):
+        for field_ in ("fixed", "tuned", "tuned_with"):
             for key, value in _table(s.get(field_, {}), f"{w}.{field_}").items():
                 if key not in plabels:
                     raise InputError(f"{w}.{field_}.{key}: not a problem label; valid: {', '.join(plabels)}")
@@ -207,6 +213,7 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
             if "problems" in s and plabel not in s["problems"]:
                 continue
             hp = dict(_table(s.get("params", {}), f"{where}.solvers.{s['label']}.params"))
+            hp.update(fixed_values(s, plabel, where))
             hp.update(_table(s.get("tuned", {}).get(plabel, {}), f"{where}.solvers.{s['label']}.tuned"))
             pair = f"{where}.{plabel}/{s['label']}"
             params = params or build_params(p["name"], pparams, pair)[1]
@@ -219,6 +226,27 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
 
     suite.specs = select(_dedup(specs), solvers, problems, sname)
     return suite
+
+
+def fixed_values(entry: dict, plabel: str, where: str) -> dict:
+    """The entry's [solvers.fixed.PROBLEM] table: per-problem values of fields that the tuning
+    protocol does not search (problem constants such as a Hessian step 1/L or a number of
+    Neumann terms); a field the solver declares as searched is refused there."""
+    w = f"{where}.solvers.{entry['label']}.fixed.{plabel}"
+    values = _table(_table(entry.get("fixed", {}), w).get(plabel, {}), w)
+    if values:
+        from solvers.base import search_space
+        from bench.registry import resolve_solver
+        try:
+            declared = search_space(resolve_solver(entry["name"])[1].HP)
+        except KeyError:
+            return values                                   # build_hp names the bad solver
+        for key in values:
+            if key in declared:
+                raise InputError(f"{w}.{key}: a searched hyperparameter is chosen by the tuning "
+                                 "protocol (its tuned table), not fixed by hand; valid here: fields "
+                                 f"other than {', '.join(declared)}")
+    return values
 
 
 def _merge_tuned(path: Path, plabels: dict, sentries: dict, where: str) -> None:
