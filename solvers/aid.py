@@ -70,15 +70,15 @@ from typing import Callable, Literal, Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_choice, require_positive
+from solvers.base import Context, register, require_choice, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class AidHP:
     """Hyperparameters shared by AID-CG, AID-NS and ITD (solvers/itd.py)."""
     inner_steps: int = 10    # T, inner GD steps per outer step
-    inner_lr: float = 0.1    # alpha, inner GD step size (not the paper's value, see module doc)
-    outer_lr: float = 0.1    # beta, outer step size (not the paper's value, see module doc)
+    inner_lr: float = step_size(0.1)  # alpha, inner GD step size (not the paper's value, see module doc)
+    outer_lr: float = step_size(0.1, main=True)  # beta, outer step size (not the paper's value, see module doc)
     outer_opt: Literal["sgd", "adam"] = "sgd"   # outer optimizer (Algorithm 1: "sgd")
     warm_start: bool = True  # y^0 = y_{k-1}^T and CG from v_{k-1} (True) or y_0 and v = 0
 

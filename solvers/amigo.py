@@ -58,17 +58,17 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_positive
+from solvers.base import Context, discrete, register, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class AmigoHP:
     inner_steps: int = 10    # T, inner SGD steps on y per outer step
     linear_steps: int = 10   # M, SGD steps on the linear system per outer step
-    inner_lr: float = 0.1    # alpha, inner SGD step (benchmark default, see module doc)
-    linear_lr: float = 0.1   # eta, linear-system SGD step (benchmark default)
-    outer_lr: float = 0.1    # gamma, outer step (benchmark default)
-    batch_size: int = 64     # |B| = |D|, minibatch size of g and f
+    inner_lr: float = step_size(0.1)  # alpha, inner SGD step (benchmark default, see module doc)
+    linear_lr: float = step_size(0.1)  # eta, linear-system SGD step (benchmark default)
+    outer_lr: float = step_size(0.1, main=True)  # gamma, outer step (benchmark default)
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |B| = |D|, minibatch size of g and f
 
     def __post_init__(self):
         ops.require_int(self, "inner_steps", "linear_steps", "batch_size")

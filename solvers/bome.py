@@ -61,14 +61,14 @@ from typing import Literal, Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_choice, require_positive
+from solvers.base import Context, register, require_choice, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class BomeHP:
     inner_steps: int = 10       # T, inner GD steps for y^T (paper default)
-    inner_lr: float = 0.1       # alpha, inner GD step size (ours)
-    lr: float = 0.1             # xi, joint step size of (x, y) (ours)
+    inner_lr: float = step_size(0.1)  # alpha, inner GD step size (ours)
+    lr: float = step_size(0.1, main=True)  # xi, joint step size of (x, y) (ours)
     eta: float = 0.5            # eta, barrier coefficient of phi (paper default)
     phi: Literal["grad_norm", "value"] = "grad_norm"   # phi = eta ||grad q||^2 or eta q
 

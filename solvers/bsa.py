@@ -51,18 +51,18 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, discrete, register, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class BsaHP:
     inner_steps: int = 10      # T, inner SGD steps per outer step (warm start)
-    inner_lr: float = 0.1      # beta, inner SGD step size
-    outer_lr: float = 0.1      # alpha, outer step factor (alpha_k = alpha / (k+1)^{outer_decay})
+    inner_lr: float = step_size(0.1)  # beta, inner SGD step size
+    outer_lr: float = step_size(0.1, main=True)  # alpha, outer step factor (alpha_k = alpha / (k+1)^{outer_decay})
     outer_decay: float = 0.5   # 1/2
     hessian_lr: float = 0.1    # eta = 1/L_g, Neumann-series step
     neumann_n: int = 10        # N, truncation levels q ~ U{0..N-1}
-    batch_size: int = 64       # |B_t| = |D_F| = |D_G| = |B_j|
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |B_t| = |D_F| = |D_G| = |B_j|
 
     def __post_init__(self):
         ops.require_int(self, "inner_steps", "neumann_n", "batch_size")

@@ -73,17 +73,17 @@ from typing import Literal, Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_choice, require_positive
+from solvers.base import Context, discrete, register, require_choice, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class EsPathHP:
     """Hyperparameters shared by the ES family (ESJ, ESJ-S, HOZOG)."""
-    inner_lr: float = 1e-3      # alpha, inner GD step size
+    inner_lr: float = step_size(1e-3)  # alpha, inner GD step size
     inner_steps: int = 20       # N, inner GD steps per path
     n_directions: int = 1       # Q, random directions u_j per outer step
     mu: float = 0.01            # mu, perturbation radius of x
-    outer_lr: float = 0.05      # beta, outer step size (SGD) or Adam learning rate
+    outer_lr: float = step_size(0.05, main=True)  # beta, outer step size (SGD) or Adam learning rate
     outer_opt: Literal["sgd", "adam"] = "adam"   # outer optimizer ("adam": paper's experiments)
     warm_start: bool = True     # y^0 = y_{k-1}^N (True) or the fixed y_0 (False)
     directions: Literal["gaussian", "unit"] = "gaussian"   # law of u: N(0, I_p) or unit sphere
@@ -107,7 +107,7 @@ class EsjHP(EsPathHP):
 
 @dataclass(frozen=True)
 class EsjSHP(EsjHP):
-    batch_size: int = 128        # |S_t|, inner minibatch, shared by the Q + 1 paths at step t
+    batch_size: int = discrete(128, 0.5, 1, 2)  # |S_t|, inner minibatch, shared by the Q + 1 paths at step t
     outer_batch_size: int = 128  # |D|, outer minibatch of grad f
 
     def __post_init__(self):

@@ -72,19 +72,19 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, discrete, register, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class F2saHP:
-    inner_lr: float = 0.05     # alpha_0, step of y (ours)
-    z_lr: float = 0.5          # gamma_0, step of z (ours)
+    inner_lr: float = step_size(0.05)  # alpha_0, step of y (ours)
+    z_lr: float = step_size(0.5)  # gamma_0, step of z (ours)
     lam0: float = 10.0         # lam_0 = r gamma_0 / alpha_0, initial multiplier (ours)
-    outer_ratio: float = 1.0   # xi, x step = xi alpha_k (ours)
+    outer_ratio: float = step_size(1.0, main=True)  # xi, x step = xi alpha_k (ours)
     inner_decay: float = 5 / 7  # a, alpha_k = alpha_0 / (k+1)^a (paper, stochastic)
     z_decay: float = 4 / 7     # c, gamma_k = gamma_0 / (k+1)^c (paper, stochastic); c <= a
     inner_steps: int = 10      # T, inner steps on (z, y) per x step (ours)
-    batch_size: int = 64       # samples per oracle call
+    batch_size: int = discrete(64, 0.5, 1, 2)  # samples per oracle call
 
     def __post_init__(self):
         ops.require_int(self, "inner_steps", "batch_size")

@@ -57,17 +57,17 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, discrete, register, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class FslaHP:
-    inner_lr: float = 0.1      # beta, y step factor
-    linsys_lr: float = 0.1     # eta, v step factor
-    outer_lr: float = 0.1      # alpha, x step factor
+    inner_lr: float = step_size(0.1)  # beta, y step factor
+    linsys_lr: float = step_size(0.1)  # eta, v step factor
+    outer_lr: float = step_size(0.1, main=True)  # alpha, x step factor
     momentum: float = 0.1      # rho, STORM weight factor (rho_k = min(1, rho / (k+1)^decay))
     decay: float = 0.5         # exponent of every schedule
-    batch_size: int = 64       # |B| = |B_H| = |D_v| = |D_F| = |D_G|
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |B| = |B_H| = |D_v| = |D_F| = |D_G|
 
     def __post_init__(self):
         ops.require_int(self, "batch_size")

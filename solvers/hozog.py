@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from solvers import ops
-from solvers.base import register
+from solvers.base import register, step_size
 from solvers.esj import EsjState, EsPathHP, init_state
 
 
@@ -66,7 +66,7 @@ from solvers.esj import EsjState, EsPathHP, init_state
 # the outer step and of the start rule differ (the ESJ authors' HOZOG run).
 @dataclass(frozen=True)
 class HozogHP(EsPathHP):
-    outer_lr: float = 0.1       # beta, outer step size (SGD) or Adam learning rate
+    outer_lr: float = step_size(0.1, main=True)  # beta, outer step size (SGD) or Adam learning rate
     warm_start: bool = False    # y^0 = y_{k-1}^N (True) or the fixed y_0 (False)
 
 

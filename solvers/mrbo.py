@@ -60,20 +60,20 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, discrete, register, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class MrboHP:
-    inner_lr: float = 0.1              # lambda, y step factor
-    outer_lr: float = 0.1              # gamma, x step factor
+    inner_lr: float = step_size(0.1)   # lambda, y step factor
+    outer_lr: float = step_size(0.1, main=True)  # gamma, x step factor
     schedule_t: float = 0.1 ** (1 / 3)  # t, eta_k = t / (m + k)^{1/3}
     schedule_m: float = 0.1            # m
     c1: float = 0.9                    # c1, a_{k+1} = min(1, c1 eta_k^2) (inner momentum)
     c2: float = 0.9                    # c2, b_{k+1} = min(1, c2 eta_k^2) (outer momentum)
     hessian_lr: float = 0.5            # eta', Neumann-series step
     hessian_q: int = 3                 # Q, Hessian minibatches per estimate
-    batch_size: int = 1000             # |B| = |D_F| = |D_G| = |B_1|
+    batch_size: int = discrete(1000, 0.5, 1, 2)  # |B| = |D_F| = |D_G| = |B_1|
     hessian_mu: float = 0.0            # mu, |B_j| = ceil(batch_size (1 - eta' mu)^(j-1)) (0: uniform)
 
     def __post_init__(self):

@@ -74,13 +74,13 @@ from typing import Literal, Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_choice, require_nonnegative, require_positive
+from solvers.base import Context, register, require_choice, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class PenaltyHP:
-    inner_lr: float = 0.1        # rho_0, y step size (ours)
-    outer_lr: float = 0.1        # sigma_0, x step size (ours)
+    inner_lr: float = step_size(0.1)  # rho_0, y step size (ours)
+    outer_lr: float = step_size(0.1, main=True)  # sigma_0, x step size (ours)
     gamma0: float = 10.0         # gamma_0, initial penalty weight (ours)
     eps0: float = 1.0            # eps_0, initial tolerance on ||grad P|| (ours)
     inner_steps: int = 10        # T, y-steps per x-step (ours)

@@ -65,14 +65,14 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_positive
+from solvers.base import Context, discrete, register, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class SabaHP:
-    inner_lr: float = 0.1      # rho, constant step of y and v (ours, see module doc)
-    outer_lr: float = 0.01     # gamma, constant step of x (ours, see module doc)
-    batch_size: int = 64       # |I| = |J|, minibatch size of g and f
+    inner_lr: float = step_size(0.1)  # rho, constant step of y and v (ours, see module doc)
+    outer_lr: float = step_size(0.01, main=True)  # gamma, constant step of x (ours, see module doc)
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |I| = |J|, minibatch size of g and f
 
     def __post_init__(self):
         ops.require_int(self, "batch_size")

@@ -52,16 +52,16 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, discrete, register, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class SobaHP:
-    inner_lr: float = 0.1      # rho_0, step of y and v (ours, see module doc)
-    outer_lr: float = 0.01     # gamma_0, step of x (ours, see module doc)
+    inner_lr: float = step_size(0.1)  # rho_0, step of y and v (ours, see module doc)
+    outer_lr: float = step_size(0.01, main=True)  # gamma_0, step of x (ours, see module doc)
     inner_decay: float = 0.4   # a, rho_k = rho_0 / (k+1)^a
     outer_decay: float = 0.6   # b, gamma_k = gamma_0 / (k+1)^b
-    batch_size: int = 64       # |i| = |j|, minibatch size of g and f
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |i| = |j|, minibatch size of g and f
 
     def __post_init__(self):
         ops.require_int(self, "batch_size")

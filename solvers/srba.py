@@ -56,15 +56,15 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_positive
+from solvers.base import Context, discrete, register, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class SrbaHP:
-    inner_lr: float = 0.1       # rho, constant step of y and v (ours, see module doc)
-    outer_lr: float = 0.01      # gamma, constant step of x (ours, see module doc)
+    inner_lr: float = step_size(0.1)  # rho, constant step of y and v (ours, see module doc)
+    outer_lr: float = step_size(0.01, main=True)  # gamma, constant step of x (ours, see module doc)
     period: int = 32            # q, full-batch restart every q steps (ours, see module doc)
-    batch_size: int = 64        # |I| = |J| between restarts
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |I| = |J| between restarts
     v_radius: float = math.inf  # R, v is projected onto the ball ||v|| <= R (inf: none)
 
     def __post_init__(self):

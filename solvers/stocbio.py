@@ -44,17 +44,17 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_positive
+from solvers.base import Context, discrete, register, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class StocBiOHP:
     inner_steps: int = 200    # T, inner SGD steps per outer step (warm start)
-    inner_lr: float = 0.1     # alpha, inner SGD step size
-    outer_lr: float = 0.1     # beta, outer step size
+    inner_lr: float = step_size(0.1)  # alpha, inner SGD step size
+    outer_lr: float = step_size(0.1, main=True)  # beta, outer step size
     hessian_lr: float = 0.5   # eta, Neumann-series step (kept as the leading factor of v_Q)
     hessian_q: int = 3        # Q, independent Hessian minibatches (Q + 1 Neumann terms)
-    batch_size: int = 1000    # |S_t| = |D_F| = |D_G| = |B_1|
+    batch_size: int = discrete(1000, 0.5, 1, 2)  # |S_t| = |D_F| = |D_G| = |B_1|
     hessian_mu: float = 0.0   # mu, |B_j| = ceil(batch_size (1 - eta mu)^(j-1)) (0: uniform)
 
     def __post_init__(self):

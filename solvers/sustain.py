@@ -59,19 +59,19 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, discrete, register, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class SustainHP:
-    inner_lr: float = 0.1      # c_beta, beta_k = c_beta / (w + k)^{1/3}
-    outer_lr: float = 0.1      # alpha, alpha_k = alpha / (w + k)^{1/3}
+    inner_lr: float = step_size(0.1)  # c_beta, beta_k = c_beta / (w + k)^{1/3}
+    outer_lr: float = step_size(0.1, main=True)  # alpha, alpha_k = alpha / (w + k)^{1/3}
     schedule_w: float = 1.0    # w
     c_g: float = 0.5           # c_g, eta^g_{k+1} = min(1, c_g / (w + k)^{2/3}) (inner momentum)
     c_f: float = 0.5           # c_f, eta^f_{k+1} = min(1, c_f / (w + k)^{2/3}) (outer momentum)
     hessian_lr: float = 0.1    # eta = 1/L_g, Neumann-series step
     neumann_n: int = 10        # N, truncation levels q ~ U{0..N-1}
-    batch_size: int = 64       # |B| = |D_F| = |D_G| = |B_j|
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |B| = |D_F| = |D_G| = |B_j|
 
     def __post_init__(self):
         ops.require_int(self, "neumann_n", "batch_size")

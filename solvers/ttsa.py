@@ -52,18 +52,18 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_nonnegative, require_positive
+from solvers.base import Context, discrete, register, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class TtsaHP:
-    inner_lr: float = 0.1      # beta, y step factor (beta_k = beta / (k+1)^{inner_decay})
-    outer_lr: float = 0.1      # alpha, x step factor (alpha_k = alpha / (k+1)^{outer_decay})
+    inner_lr: float = step_size(0.1)  # beta, y step factor (beta_k = beta / (k+1)^{inner_decay})
+    outer_lr: float = step_size(0.1, main=True)  # alpha, x step factor (alpha_k = alpha / (k+1)^{outer_decay})
     inner_decay: float = 0.4   # 2/5
     outer_decay: float = 0.6   # 3/5
     hessian_lr: float = 0.1    # eta = c_h / L_g, Neumann-series step
     neumann_n: int = 10        # N = t_max, truncation levels q ~ U{0..N-1}
-    batch_size: int = 64       # |B| = |D_F| = |D_G| = |B_j|
+    batch_size: int = discrete(64, 0.5, 1, 2)  # |B| = |D_F| = |D_G| = |B_j|
 
     def __post_init__(self):
         ops.require_int(self, "neumann_n", "batch_size")

@@ -62,13 +62,13 @@ from typing import Literal, Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, register, require_choice, require_nonnegative, require_positive
+from solvers.base import Context, register, require_choice, require_nonnegative, require_positive, step_size
 
 
 @dataclass(frozen=True)
 class VrboHP:
-    inner_lr: float = 0.1     # alpha, inner step size
-    outer_lr: float = 0.1     # beta, outer step size
+    inner_lr: float = step_size(0.1)  # alpha, inner step size
+    outer_lr: float = step_size(0.1, main=True)  # beta, outer step size
     period: int = 3           # q, large-batch refresh every q outer steps
     inner_steps: int = 200    # m, SARAH inner steps per outer step
     large_batch: int = 1000   # |S1|, refresh batch size
