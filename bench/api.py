@@ -410,7 +410,8 @@ def tune_suite(suite: str, **options) -> list[Path]:
 
 # --------------------------------------------------------------------------- listing
 def solver_rows() -> list[dict]:
-    """Every registered solver: name, aliases, kind, one-line description, defaults."""
+    """Every registered solver: name, aliases, kind, one-line description, defaults, the search
+    space of the tuning protocol."""
     from bench import params as P
     from bench.registry import load_solvers, solver_aliases
     aliases: dict[str, list[str]] = {}
@@ -419,8 +420,17 @@ def solver_rows() -> list[dict]:
     return [{"name": name, "aliases": aliases.get(name, []),
              "kind": ("stochastic" if cls.stochastic else "deterministic")
              + (", 2nd-order" if getattr(cls, "needs_second_order", False) else ", 1st-order"),
-             "description": _first_line(cls), "defaults": P.defaults_of(cls.HP)}
+             "description": _first_line(cls), "defaults": P.defaults_of(cls.HP),
+             "searched": _searched(cls.HP)}
             for name, cls in load_solvers().items()]
+
+
+def _searched(hp_cls) -> str:
+    """The declared search space in words: 'outer_lr (log, 3 decades, main), batch_size (x 0.5, 1, 2)'."""
+    from solvers.base import search_space
+    return ", ".join(f"{k} (log, {t.decades:g} decades{', main' if t.main else ''})" if t.kind == "log"
+                     else f"{k} (x {', '.join(f'{f:g}' for f in t.factors)})"
+                     for k, t in search_space(hp_cls).items())
 
 
 def problem_rows() -> list[dict]:

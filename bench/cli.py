@@ -79,10 +79,11 @@ def _num(v) -> str:
 # --------------------------------------------------------------------------- commands
 def cmd_list(args) -> int:
     if args.what in ("solvers", "all"):
-        t = _table("solvers", ("name", "kind", "description", "hyperparameters (defaults)"), show_lines=True)
+        t = _table("solvers", ("name", "kind", "description", "hyperparameters (defaults)",
+                               "searched by bench tune --suite"), show_lines=True)
         for r in api.solver_rows():
             label = r["name"] + (f" (alias: {', '.join(r['aliases'])})" if r["aliases"] else "")
-            t.add_row(label, r["kind"], r["description"], _defaults(r["defaults"]))
+            t.add_row(label, r["kind"], r["description"], _defaults(r["defaults"]), r["searched"])
         out.print(t)
     if args.what in ("problems", "all"):
         t = _table("problems", ("name", "description", "parameters (defaults)"), show_lines=True)
