@@ -49,10 +49,14 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
              "solver reached; score: mean over problems of best time / own time to the target, 0 when not "
              "reached; profile: share of problems solved within 2x the fastest solver's time):", "",
              "| solver | seeds finished / diverged | problems reaching target 50 | time-to-target score | "
-             "profile, tau = 2 |", "|---|---|---|---|---|"]
+             "profile, tau = 2 | tuning: near best | tuning: diverged |", "|---|---|---|---|---|---|---|"]
     for r in summary.sort_values("score_target50", ascending=False).itertuples():
         lines.append(f"| {r.solver} | {r.seeds_finished} / {r.seeds_diverged} | {r.solved_target50} of "
-                     f"{r.problems} | {_num(r.score_target50)} | {_num(r.profile_target50_tau2)} |")
+                     f"{r.problems} | {_num(r.score_target50)} | {_num(r.profile_target50_tau2)} | "
+                     f"{_num(getattr(r, 'tune_near_best_mean', None))} | {_num(getattr(r, 'tune_diverged_mean', None))} |")
+    lines += ["", "Tuning (section \"Tuning protocol\"; columns above: mean over problems of the share of a "
+              "solver's screened configurations near its best, and of those with a diverged or failed seed): "
+              + _tuning(board)]
     lines += ["", "Best median final main metric per problem (lower is better):", "",
               "| problem | main metric | start | best solver | its median final value |", "|---|---|---|---|---|"]
     for problem, g in board.groupby("problem", sort=False):
@@ -63,6 +67,20 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
                      f"{best.solver if best is not None else '-'} | {_num(best[col] if best is not None else None)} |")
     lines += ["", f"![complexity on nonconvex-quad-20]({FIGURE})"]
     return "\n".join(lines)
+
+
+def _tuning(board: pd.DataFrame) -> str:
+    """One sentence on the search: configurations, rounds, edge flags."""
+    if "tune_configs" not in board or board.tune_configs.isna().all():
+        return "no tuning record."
+    tuned = board[board.tune_configs.notna()]
+    widened = tuned[tuned.tune_rounds > 1]
+    edges = [f"{r.solver} on {r.problem} ({r.tune_edge})" for r in tuned.itertuples()
+             if isinstance(r.tune_edge, str) and r.tune_edge]
+    return (f"{len(tuned)} (problem, solver) pairs, {int(tuned.tune_configs.min())} to "
+            f"{int(tuned.tune_configs.max())} screened configurations each x 3 seeds; {len(widened)} pairs "
+            f"widened at least once; chosen step sizes still on an edge after two widenings: "
+            + ("; ".join(edges) if edges else "none") + ".")
 
 
 def block(readme: str, start: str = START, end: str = END) -> str:
