@@ -237,7 +237,7 @@ def _tune_protocol(args) -> int:
                             command=_command(args), **_execution(args))
     plan = job.protocol
     err.print(f"tune suite {args.suite}: {len(plan.pairs)} (problem, solver) pairs; per round "
-              f"{protocol.K} configurations x {len(protocol.SEEDS)} seeds at a third of the tuning "
+              f"{protocol.K} configurations x {len(protocol.SEEDS)} seeds at a sixth of the tuning "
               f"budget, the best {protocol.KEEP} at all of it; at most {protocol.MAX_WIDEN} widenings "
               f"-> {plan.store.raw}", markup=False, soft_wrap=True)
 

@@ -321,6 +321,9 @@ class MetaFewShot(Episodic):
     def fit_heads(self, phi, target):
         n, ridge = phi.shape[-2], self.params.ridge
         gram = phi @ phi.transpose(-1, -2) / n                        # same nonzero spectrum as A^T A / n
+        if not torch.isfinite(gram).all():       # a diverged backbone: NaN heads (the run is then
+            return torch.full((phi.shape[0], self.n_feat, self.n_out), math.nan,   # recorded as
+                              device=phi.device, dtype=phi.dtype)                  # diverged, not failed)
         lip = torch.linalg.eigvalsh(gram)[..., -1:].unsqueeze(-1) / 2 + ridge
         mom = (lip.sqrt() - math.sqrt(ridge)) / (lip.sqrt() + math.sqrt(ridge))
         onehot = F.one_hot(target, self.n_out).to(phi.dtype)
