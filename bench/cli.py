@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import api, executors, protocol, suites, tune
+from bench import api, executors, suites, tune
 from bench.errors import InputError, Interrupted
 from bench.spec import Budget
 
@@ -236,10 +236,7 @@ def _tune_protocol(args) -> int:
     job = api.plan_protocol(args.suite, problems=_names(args.problem), solvers=_names(args.solver),
                             command=_command(args), **_execution(args))
     plan = job.protocol
-    err.print(f"tune suite {args.suite}: {len(plan.pairs)} (problem, solver) pairs; per round "
-              f"{protocol.K} configurations x {len(protocol.SEEDS)} seeds at a sixth of the tuning "
-              f"budget, the best {protocol.KEEP} at all of it; at most {protocol.MAX_WIDEN} widenings "
-              f"-> {plan.store.raw}", markup=False, soft_wrap=True)
+    err.print(f"tune suite {args.suite}: {plan.summary()} -> {plan.store.raw}", markup=False, soft_wrap=True)
 
     def progress(todo, title, run):
         return _progress(todo, args.quiet, f"tune {args.suite}: {title}", run)

@@ -13,7 +13,7 @@ Per problem P (file names use the problem label):
                   figures: peak RSS, USS, peak GPU memory when any run has one
   hypergrad-P     hypergradient relative error vs iterations, for solvers that expose their estimate
   sensitivity-P   from the suite's tuning records (only problems that have some): one panel per
-                  solver, its rung-0 score (median over seeds of the main metric after a third of
+                  solver, its rung-0 score (median over seeds of the main metric after a sixth of
                   the tuning budget) against its main step size, one point per configuration of
                   every round; diverged configurations (score inf) as x at the top of the panel,
                   the chosen configuration as a star at its rung-1 score on a dotted vertical line
@@ -329,7 +329,7 @@ def sensitivity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
                Line2D([], [], ls=":", marker="*", ms=9, color="black", mfc="gray",
                       label="chosen (its rung-1 score at the full tuning budget)")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.suptitle(f"{data.suite} / {problem}: sensitivity to the main step size; score after a third of "
+    fig.suptitle(f"{data.suite} / {problem}: sensitivity to the main step size; score after a sixth of "
                  f"the tuning budget (rung 0), median over seeds {_seeds_text(rec.seeds)}; x = diverged",
                  fontsize=9)
     return fig

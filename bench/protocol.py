@@ -354,6 +354,11 @@ class Protocol:
     store: Store
     command: str
 
+    def summary(self) -> str:
+        return (f"{len(self.pairs)} (problem, solver) pairs; per round {K} configurations x "
+                f"{len(SEEDS)} seeds at a sixth of the tuning budget, the best {KEEP} at all of it; "
+                f"at most {MAX_WIDEN} widenings")
+
     def run(self, execute: Callable[[list[RunSpec], str], None]) -> list[Path]:
         """Run the rounds (``execute(specs, title)`` runs specs into the store); write the tables
         and records; the paths written."""

@@ -295,8 +295,12 @@ def check_folder(path: str | os.PathLike, option: str, shown=None) -> None:
                              "or a path where one can be created")
         for d in reversed(missing):
             step = f"cannot create the folder {d}"
-            d.mkdir()
-            created.append(d)
+            try:
+                d.mkdir()
+                created.append(d)
+            except FileExistsError:         # another process made it meanwhile: not ours to remove
+                if not d.is_dir():
+                    raise
         step = f"cannot write a file in {path}"
         fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
         os.close(fd)

@@ -68,7 +68,7 @@ SOLVER_KEYS = ("label", "name", "params", "problems", "fixed", "tuned", "tuned_w
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml") if "." not in p.stem)   # not *.tuned.toml
 
 
 def _path(name: str) -> tuple[str, Path]:

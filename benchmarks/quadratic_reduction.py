@@ -31,6 +31,11 @@ CANNOT: dict[str, str] = {
              "each outer step costs (Q + 1) N = 180 inner minibatch gradients, so 3e6 samples buy "
              "about 500 outer steps; Adam at a constant rate stalls near grad_norm_sq 0.5-0.8 "
              "(tuned over outer_lr 0.03-0.3, batch 16-256, Q 4-8)",
+    "f2sa": "first order: its hypergradient carries an O(1 / lam_k) bias and lam_k = r gamma_k / "
+            "alpha_k grows like k^(1/7) with the paper's decays (5/7, 4/7), so after 3e6 samples it "
+            "still ends near grad_norm_sq 0.2 (factor about 700) at the protocol's choice, the best "
+            "of 21 + 7 configurations over 3 decades of inner_lr, z_lr and outer_ratio "
+            "(bench/suites/quadratic.tuning.csv)",
 }
 
 

@@ -18,7 +18,7 @@ def record(suite: str) -> pd.DataFrame:
     assert path.is_file(), f"{suite} has no committed tuning record"
     rec = pd.read_csv(path, keep_default_na=False, na_values=[""])
     rec["chosen"] = rec.chosen.astype(str) == "True"
-    rec["edge"] = rec.edge.fillna("")
+    rec["edge"] = [e if isinstance(e, str) else "" for e in rec.edge]
     return rec
 
 

@@ -61,13 +61,13 @@ def test_protocol_picks_the_closed_form_best(toys, write_suite, tmp_path, capsys
     best = min(cands, key=lambda v: abs(1 - v))
     chosen = rec[rec.chosen]
     assert len(chosen) == 1 and chosen.main_value.item() == best and chosen.rung.item() == 1
-    assert chosen.score.item() == pytest.approx(score(best, 6), rel=1e-8, abs=1e-28)   # tuning budget 12 / 2
+    assert chosen.score.item() == pytest.approx(score(best, 12), rel=1e-8, abs=1e-28)   # tuning budget: the suite's 12
     screened = rec[(rec.rung == 0) & (rec.main_value < 2)]
-    for _, row in screened.iterrows():                                    # rung 0: a third of 6
+    for _, row in screened.iterrows():                                    # rung 0: a sixth of 12
         assert row.score == pytest.approx(score(row.main_value, 2), rel=1e-8, abs=1e-28)
     kept = rec[rec.rung == 1].main_value
     assert sorted(kept) == sorted(sorted(cands, key=lambda v: abs(1 - v))[:protocol.KEEP])
-    assert (rec.budget[rec.rung == 0] == "iters=2").all() and (rec.budget[rec.rung == 1] == "iters=6").all()
+    assert (rec.budget[rec.rung == 0] == "iters=2").all() and (rec.budget[rec.rung == 1] == "iters=12").all()
     tuned = suites.load(path).specs[0].hp
     assert tuned.lr == best and tuned.batch_size in (2, 4)
     assert f"lr = {best}" in (tmp_path / "toy1.tuned.toml").read_text()

@@ -2,9 +2,11 @@
 the sinusoid closed form, the test-time head fit, local image folders (Omniglot, miniImageNet)
 with Conv-4 and ResNet-12, bad data_dir, and a reference solver lowering the outer loss."""
 import copy
+import math
 import os
 
 import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,6 +143,15 @@ def test_test_time_head_fit_reaches_the_regularized_minimizer():
             return loss
         opt.step(obj)
         close(w[i], ref.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_diverged_backbone_gives_nan_heads_not_an_error():
+    # a NaN backbone used to raise in eigvalsh, so the run was stored as failed, not diverged
+    prob = ml.MetaFewShot(ml.FewShotParams(**FEW), dtype=D64)
+    phi = prob.features(prob.x0, prob.test_pool.sx)
+    w = prob.fit_heads(phi * math.nan, prob.test_pool.st)
+    assert w.shape == prob.fit_heads(phi, prob.test_pool.st).shape and w.isnan().all()
+    assert math.isnan(prob.metrics(prob.x0 * math.nan, prob.y0)["test_loss"])
 
 
 # ------------------------------------------------------------------------- image folders
