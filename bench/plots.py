@@ -301,6 +301,13 @@ def sensitivity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
     if log_y:
         axes[0].set_yscale("log")                           # shared: every panel
     shown = score[((rung == 0) | chosen) & np.isfinite(score) & (x > 0)]
+    cap = math.inf                  # linear axis: a few huge losses would flatten the rest, so the
+    starts = pd.to_numeric(rec.start, errors="coerce").to_numpy(float)      # axis stops at the start
+    if not log_y and shown.size and np.isfinite(starts).any():              # value plus its gap to
+        start = float(np.nanmedian(starts))                                 # the best; points above
+        if start > shown.min():                                             # it: ^ at the top
+            cap = start + (start - shown.min())
+            shown = np.minimum(shown, cap)
     if shown.size:                                          # headroom above the points for the x marks
         lo, hi = (np.log10(shown.min()), np.log10(shown.max())) if log_y else (shown.min(), shown.max())
         span = max(hi - lo, 0.5 if log_y else abs(hi) * 0.1 or 1.0)
@@ -310,8 +317,10 @@ def sensitivity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
         color = palette.get(name, "gray")
         mine = solver == name
         screen = mine & (rung == 0) & (x > 0)
-        ok = screen & np.isfinite(score)
+        ok = screen & np.isfinite(score) & (score <= cap)
         ax.plot(x[ok], score[ok], "o", ms=3.5, color=color, alpha=0.8)
+        high = screen & np.isfinite(score) & (score > cap)
+        ax.plot(x[high], np.full(int(high.sum()), cap), "^", ms=4, color=color, alpha=0.8)
         bad = screen & ~np.isfinite(score)
         ax.plot(x[bad], np.full(int(bad.sum()), 0.94), "x", ms=5, mew=1.2, color=color,
                 transform=ax.get_xaxis_transform(), clip_on=False)
@@ -326,9 +335,11 @@ def sensitivity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
         _style(ax, params[0] if len(params) else "main step size", metric if i % cols == 0 else "")
     handles = [Line2D([], [], ls="none", marker="o", ms=4, color="gray", label="configuration (rung 0, every round)"),
                Line2D([], [], ls="none", marker="x", ms=5, color="gray", label="diverged (score inf)"),
+               Line2D([], [], ls="none", marker="^", ms=4, color="gray",
+                      label="above the axis (linear axes stop at start + (start - best))"),
                Line2D([], [], ls=":", marker="*", ms=9, color="black", mfc="gray",
                       label="chosen (its rung-1 score at the full tuning budget)")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(f"{data.suite} / {problem}: sensitivity to the main step size; score after a sixth of "
                  f"the tuning budget (rung 0), median over seeds {_seeds_text(rec.seeds)}; x = diverged",
                  fontsize=9)
