@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -23,7 +22,7 @@ from bench import suites
 from bench.errors import InputError
 from bench.registry import resolve_problem, resolve_solver
 from bench.spec import Budget, RunSpec, build_hp, build_params, make_spec
-from bench.store import Status, Store
+from bench.store import Store
 
 
 def parse_value(text: str) -> Any:
@@ -71,7 +70,6 @@ class Point:
     params: dict[str, Any]
     specs: list[RunSpec]
     score: float = math.inf
-    finals: Optional[list[float]] = None
     bad: int = 0
 
 
@@ -162,17 +160,10 @@ def build_points(problem: str, problem_params: dict, solver: str, base: dict,
 
 
 def score(points: list[Point], store: Store, metric: str) -> None:
-    """Fill each point's score from the stored runs."""
+    """Fill each point's score from the stored runs (the protocol's rule: bench.protocol.evaluate)."""
+    from bench.protocol import evaluate
     for pt in points:
-        finals, bad = [], 0
-        for spec in pt.specs:
-            run = store.read(spec.run_id)
-            if run.status != Status.FINISHED or metric not in run.columns or not len(run.values):
-                bad += 1
-                continue
-            finals.append(float(run.values[-1, run.columns.index(metric)]))
-        pt.finals, pt.bad = finals, bad
-        pt.score = statistics.median(finals) if finals and not bad else math.inf
+        pt.score, _, _, pt.bad = evaluate(store, pt.specs, metric)
 
 
 def result(tuning: Tuning, store: Store, outcomes: list) -> TuneResult:
