@@ -23,7 +23,8 @@ order, visited in a random order per epoch (sampling without replacement at bloc
 offset of the block grid redrawn every epoch). Blocks are views, not gathers, which is what
 makes small minibatch steps cheap. Problems with real data shuffle their samples once, from the
 instance seed, so that a block is a random subset. A batch at least as large as the data set
-returns ``None`` (full data).
+returns ``None`` (full data). A problem with ``streaming = True`` (an unbounded stream of outer
+samples whose noise follows the sample id) gets consecutive id blocks instead (``StreamSampler``).
 """
 from __future__ import annotations
 
@@ -74,6 +75,24 @@ class BlockSampler:
         return self.blocks[0]
 
 
+class StreamSampler:
+    """Consecutive blocks of sample ids from a counter (problems with ``streaming = True``).
+
+    The counter starts at a random offset drawn from the run's sampling generator, so runs with
+    different seeds see different samples and a block is never reused; the problem derives each
+    sample's noise from its id (problems/hard_chain.py).
+    """
+
+    def __init__(self, generator: torch.Generator):
+        self.next = int(torch.randint(0, 2 ** 40, (1,), generator=generator)) << 20
+
+    def __call__(self, batch_size: int) -> Index:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        start, self.next = self.next, self.next + batch_size
+        return slice(start, self.next)
+
+
 def sample_rows(idx: Index, n: int) -> torch.Tensor:
     """The sample indices of idx (None = all n, a slice or a LongTensor) as a 1-D LongTensor."""
     if idx is None:
@@ -121,7 +140,8 @@ class Oracles:
         outer_gen = torch.Generator(device=generator.device)
         outer_gen.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
         self._inner = BlockSampler(problem.n_inner, generator)
-        self._outer = BlockSampler(problem.n_outer, outer_gen)
+        streaming = getattr(problem, "streaming", False)
+        self._outer = StreamSampler(outer_gen) if streaming else BlockSampler(problem.n_outer, outer_gen)
         for kind in DERIVATIVES:         # the problem's pieces, bound once (analytic or derived)
             setattr(self, "_" + kind, getattr(problem, kind))
         self._analytic_rows = {kind: _trusted_per_sample(type(problem), kind) for kind in PER_SAMPLE_KINDS}
@@ -210,6 +230,8 @@ class Oracles:
         if x.dim() != 1:
             raise ValueError("per_sample takes one point (1-D x and y)")
         n = self.n_outer if kind == "grad_f" else self.n_inner
+        if idx is None and kind == "grad_f" and self.problem.streaming:
+            raise ValueError("a streaming problem has no full batch: per_sample needs sample ids")
         m = batch_size_of(idx, n)
         self.calls[COUNTED_AS[kind]] += m
         self.samples[COUNTED_AS[kind]] += m

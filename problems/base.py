@@ -195,6 +195,10 @@ class Problem:
     # (Oracles.per_sample); False: one call per sample (oracles vmap cannot trace)
     vmap_over_samples: ClassVar[bool] = True
 
+    # True: the outer samples are an unbounded stream (n_outer is the id space, there is no full
+    # batch, the harness hands out consecutive id blocks; see problems/hard_chain.py)
+    streaming: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs):
         """Derive the oracle pieces cls does not write (module docstring), once per class."""
         super().__init_subclass__(**kwargs)

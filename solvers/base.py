@@ -141,6 +141,13 @@ class Solver:
         return False, ""
 
 
+def finite_sum_only(problem_info: dict) -> tuple[bool, str]:
+    """``skip`` of a finite-sum method (per-sample tables, full passes): not on a sample stream."""
+    if problem_info.get("streaming"):
+        return True, "finite-sum method (per-sample tables over all samples); this problem's samples are a stream"
+    return False, ""
+
+
 # ----------------------------------------------------------- HP validation helpers
 def require_positive(hp, *fields: str) -> None:
     """Raise ValueError unless every named field is > 0."""

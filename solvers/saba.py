@@ -65,7 +65,7 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, discrete, register, require_positive, step_size
+from solvers.base import Context, discrete, finite_sum_only, register, require_positive, step_size
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,8 @@ class Saba:
     HP, State = SabaHP, SabaState
     stochastic, needs_second_order = True, True
     donated = ("table_g", "table_f")                  # overwritten in place by step (see docstring)
+
+    skip = staticmethod(finite_sum_only)
 
     def init(self, oracles, x0, y0, hp: SabaHP, generator: torch.Generator) -> SabaState:
         x, y = ops.detached(x0), ops.detached(y0)

@@ -56,7 +56,7 @@ from typing import Optional
 import torch
 
 from solvers import ops
-from solvers.base import Context, discrete, register, require_positive, step_size
+from solvers.base import Context, discrete, finite_sum_only, register, require_positive, step_size
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class Srba:
     name = "srba"
     HP, State = SrbaHP, SrbaState
     stochastic, needs_second_order = True, True
+
+    skip = staticmethod(finite_sum_only)
 
     def init(self, oracles, x0, y0, hp: SrbaHP, generator: torch.Generator) -> SrbaState:
         x, y = ops.detached(x0), ops.detached(y0)
