@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("plot", "redraw a suite's figures from its stored runs",
              "Redraw the figures of a suite into <results-dir>/<suite>/plots/ (or <plots-dir>/<suite>/), "
              "PNG and PDF, from its stored runs, without running anything: convergence, complexity "
-             "(eps^-1.5 / eps^-2 reference slopes, fitted slopes), time and memory bars, hypergradient "
+             "(samples to reach eps at fixed hyperparameters, no slopes), time and memory bars, hypergradient "
              "error, performance profiles."),
             ("report", "write a suite's self-contained HTML report",
              "Write <results-dir>/<suite>/report.html: one self-contained HTML "

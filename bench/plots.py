@@ -5,9 +5,10 @@ Per problem P (file names use the problem label):
                   seeds with a 25-75% band, on a common log-spaced grid where at least half the
                   seeds have data (a seed's value at x is its last checkpoint at or before x)
   complexity-P    samples and oracle calls to first reach grad_norm_sq <= eps (median over seeds)
-                  against 1/eps, log-log, with eps^-1.5 and eps^-2 reference lines and each
-                  solver's fitted slope and fit range (publish.fit_slope) in the legend; only for
-                  problems reporting grad_norm_sq
+                  against 1/eps, log-log, labelled "fixed hyperparameters, pre-asymptotic": no
+                  fitted slopes or reference lines (a single fixed-step run on a benign problem
+                  tests no rate; bench/complexity.py does); the axis stops where fewer than two
+                  stochastic solvers still have points; only for problems reporting grad_norm_sq
   bars-P          time per step (median, IQR whiskers); the solver's deterministic memory: its
                   state and one step's peak of tensor bytes (bench/memory.py); the process
                   figures: peak RSS, USS, peak GPU memory when any run has one
@@ -172,37 +173,42 @@ def _reports(data: pub.Data, problem: str, column: str) -> bool:
     return column in tab.columns and bool(tab.loc[tab.problem == problem, column].notna().any())
 
 
+def _stochastic(solver_name: str) -> bool:
+    from bench.registry import resolve_solver
+    try:
+        return bool(getattr(resolve_solver(solver_name)[1], "stochastic", False))
+    except Exception:  # noqa: BLE001 - a name this checkout does not know
+        return False
+
+
 def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
+    """Samples and calls to first reach grad_norm_sq <= eps on a benign problem: fixed
+    hyperparameters, pre-asymptotic; no slopes, no reference lines (the complexity suite measures
+    exponents); the axis stops where fewer than two stochastic solvers still have points."""
     if not _reports(data, problem, "grad_norm_sq"):
         return None
     fig = _figure(2, 1, w=10.0, h=3.6, legend=0.1)
-    fig.subplots_adjust(right=0.6)                          # legends (slopes) to the right of the axes
+    fig.subplots_adjust(right=0.7)
     axes = fig.subplots(2, 1, squeeze=False)[:, 0]
+    names = dict(zip(data.runs.solver, data.runs.solver_name))
     for ax, axis in zip(axes, ("samples", "calls")):
         pts = pub.complexity(data, problem, axis)
+        reach = {s: float((1 / g.eps).max()) for s, g in pts.groupby("solver", sort=False)}
+        stoch = sorted((x for s, x in reach.items() if _stochastic(names.get(s, s))), reverse=True)
+        cut = stoch[1] if len(stoch) >= 2 else math.inf
         for solver, g in pts.groupby("solver", sort=False):
-            fit = pub.fit_slope(g.eps, g[axis])
-            label = (f"{solver}: slope {fit[0]:.2f} (1/eps {1 / fit[1]:.0e}..{1 / fit[2]:.0e})" if fit
-                     else f"{solver}: no fit (< 3 points past the first decade)")
-            ax.plot(1 / g.eps, g[axis], "o-", ms=3, lw=1, color=palette[solver], label=label)
-        if not pts.empty:
-            x0, x1 = (1 / pts.eps).min(), (1 / pts.eps).max()
-            y0 = float(np.exp(np.log(pts.loc[1 / pts.eps == x0, axis]).mean()))
-            xs = np.geomspace(x0, max(x1, x0 * 10), 20)
-            ys = pts[axis].to_numpy(float)
-            for slope, style in ((1.5, "--"), (2.0, ":")):
-                ax.plot(xs, y0 * (xs / x0) ** slope, style, color="black", lw=1.2,
-                        label=f"reference eps^-{slope:g}")
-            ax.set_ylim(ys.min() / 2, max(ys.max(), y0 * 100) * 2)      # references: not past the data
-        else:
+            g = g[1 / g.eps <= cut * (1 + 1e-9)]
+            if len(g):
+                ax.plot(1 / g.eps, g[axis], "o-", ms=3, lw=1, color=palette[solver], label=solver)
+        if pts.empty:
             ax.text(0.5, 0.5, "no solver reached any eps", ha="center", transform=ax.transAxes)
         ax.set_xscale("log")
         ax.set_yscale("log")
         _style(ax, "1/eps  (first grad_norm_sq <= eps)", f"{AXIS_LABELS[axis]} to reach eps (median over seeds)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    fig.suptitle(f"{data.suite} / {problem}: complexity; slopes fitted past the first decade below "
-                 "the start", fontsize=10)
+    fig.suptitle(f"{data.suite} / {problem}: fixed hyperparameters, pre-asymptotic (no rates: see the "
+                 "complexity suite)", fontsize=10)
     return fig
 
 

@@ -7,7 +7,8 @@ checkpoints of the runs with a result trace: finished or diverged).
 ``leaderboard`` gives one row per (problem label, solver label), ``summary`` one row per solver
 across problems (time-to-target scores and a performance profile), ``leaders`` the few best
 solvers per problem (printed at the end of ``run``), ``complexity`` the samples or
-oracle calls needed to first reach grad_norm_sq <= eps and ``fit_slope`` their log-log slope.
+oracle calls needed to first reach grad_norm_sq <= eps (no slope is fitted on them: the complexity
+suite, bench/complexity.py, measures exponents).
 
 Targets on a problem's main metric m (lower is better): with m0 the median over runs of m at
 k = 0 and m* the lowest m any run of any solver reached, the target at level L (percent) is
@@ -408,23 +409,6 @@ def complexity(data: Data, problem: str, axis: str = "samples", eps=None) -> pd.
             if math.isfinite(m) and m > 0:                  # 0: reached at k = 0, no point on a log axis
                 rows.append({"solver": solver, "eps": float(e), axis: m})
     return pd.DataFrame(rows, columns=["solver", "eps", axis])
-
-
-def fit_slope(eps, y, skip_decades: float = 1.0) -> Optional[tuple[float, float, float]]:
-    """Least-squares slope of log y against log(1/eps), over the points at least ``skip_decades``
-    below the largest eps (the transient from the start is left out) with y > 0; None unless
-    there are 3 such points spanning half a decade. Returns (slope, eps_max, eps_min) fitted."""
-    eps, y = np.asarray(eps, float), np.asarray(y, float)
-    keep = (y > 0) & (eps > 0) & np.isfinite(y)
-    eps, y = eps[keep], y[keep]
-    if eps.size == 0:
-        return None
-    keep = np.log10(eps) <= np.log10(eps.max()) - skip_decades + 1e-9
-    eps, y = eps[keep], y[keep]
-    if eps.size < 3 or np.log10(eps.max() / eps.min()) < 0.5:
-        return None
-    slope = np.polyfit(np.log(1 / eps), np.log(y), 1)[0]
-    return float(slope), float(eps.max()), float(eps.min())
 
 
 # --------------------------------------------------------------------------- files

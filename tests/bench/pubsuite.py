@@ -2,6 +2,8 @@
 tests/toys.py; needs the ``toys`` fixture), and synthetic tables with a known complexity."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pandas as pd
 
@@ -38,12 +40,16 @@ def build(main, tmp_path, write_suite, extra: tuple = ()) -> tuple[str, str, str
     return suite, res, plots
 
 
-def synthetic(slopes: dict[str, float], eps: np.ndarray, C: float = 7.0, seeds: int = 3):
+def synthetic(slopes: dict[str, float], eps: np.ndarray, C: float = 7.0, seeds: int = 3,
+              reach: Optional[dict[str, int]] = None):
     """publish.Data whose solver s first reaches grad_norm_sq <= e at samples = C e^-slope exactly
-    (and oracle calls = samples / 10), for every e of ``eps`` (decreasing)."""
+    (and oracle calls = samples / 10), for every e of ``eps`` (decreasing), or for its first
+    ``reach[s]`` values only."""
     from bench.publish import Data
     frames, runs = [], []
+    full = eps
     for solver, slope in slopes.items():
+        eps = full[:(reach or {}).get(solver, len(full))]
         for seed in range(seeds):
             rid = f"{solver}-{seed}"
             samples = np.r_[0.0, C * eps ** -slope]

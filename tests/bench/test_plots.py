@@ -36,15 +36,24 @@ def legend_texts(fig) -> list[str]:
     return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
 
 
-def test_complexity_figure_shows_fitted_slopes_and_references():
+def test_benign_complexity_figure_has_no_slopes_and_stops_with_the_stochastic_solvers():
+    """Fixed-step runs on a benign problem test no rate: no fitted slope, no reference line, the
+    label says so; the axis stops at the second-furthest stochastic solver (SOBA 9 levels, SABA 5
+    levels, AID-CG deterministic, 17 levels: the cut is at SABA's last eps, 10^1)."""
     eps = 10.0 ** (-np.arange(0, 17) / 4)
-    data = pubsuite.synthetic({"fast": 1.5, "slow": 2.0}, eps)
-    fig = plots.complexity(data, "syn", plots.colors(["fast", "slow"]))
-    texts = legend_texts(fig)
-    assert "fast: slope 1.50 (1/eps 1e+01..1e+04)" in texts
-    assert "slow: slope 2.00 (1/eps 1e+01..1e+04)" in texts
-    assert "reference eps^-1.5" in texts and "reference eps^-2" in texts
-    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
+    data = pubsuite.synthetic({"soba": 2.0, "saba": 1.5, "aid-cg": 1.0}, eps,
+                              reach={"soba": 9, "saba": 5})
+    fig = plots.complexity(data, "syn", plots.colors(["soba", "saba", "aid-cg"]))
+    assert sorted(set(legend_texts(fig))) == ["aid-cg", "saba", "soba"]
+    assert "fixed hyperparameters, pre-asymptotic" in fig._suptitle.get_text()
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log"
+        right = max(float(np.max(line.get_xdata())) for line in ax.get_lines())
+        assert right == pytest.approx(10.0)
+    one = pubsuite.synthetic({"soba": 2.0, "aid-cg": 1.0}, eps, reach={"soba": 5})
+    fig = plots.complexity(one, "syn", plots.colors(["soba", "aid-cg"]))
+    right = max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines())
+    assert right == pytest.approx(1e4)                       # one stochastic solver: no cut
 
 
 def test_draw_writes_png_and_pdf_and_removes_stale(tmp_path):

@@ -163,7 +163,7 @@ def test_performance_profile_hand_made():
 
 
 @pytest.mark.parametrize("slope", [1.5, 2.0, 0.7])
-def test_complexity_slope_recovered_exactly(slope):
+def test_complexity_points_recovered_exactly(slope):
     eps = 10.0 ** (-np.arange(0, 25) / 4)                # 1 .. 1e-6, 4 per decade
     data = pubsuite.synthetic({"s": slope}, eps)
     for axis, scale in (("samples", 1.0), ("calls", 0.1)):
@@ -171,14 +171,6 @@ def test_complexity_slope_recovered_exactly(slope):
         # the automatic grid is the same 4-per-decade grid from the start (1.0001) to the best
         assert np.allclose(sorted(pts.eps), sorted(eps), rtol=1e-9)
         assert np.allclose(pts[axis], scale * 7.0 * pts.eps ** -slope, rtol=1e-9)
-        fit = pub.fit_slope(pts.eps, pts[axis])
-        assert fit[0] == pytest.approx(slope, abs=1e-9)
-        assert fit[1] == pytest.approx(0.1) and fit[2] == pytest.approx(1e-6)  # the first decade is left out
-
-
-def test_fit_slope_needs_three_points():
-    assert pub.fit_slope([1.0, 0.01, 0.001], [1.0, 100.0, 1e3]) is None          # 2 points past a decade
-    assert pub.fit_slope([], []) is None
 
 
 def test_unreached_eps_has_no_point():
