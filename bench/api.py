@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from bench import executors, protocol, suites, tune as tuning
+from bench import complexity, executors, protocol, suites, tune as tuning
 from bench.errors import InputError, Interrupted
 from bench.executors import Outcome
 from bench.profiling import cpu_count
@@ -376,13 +376,16 @@ class ProtocolJob:
     def run(self, progress=None) -> list[Path]:
         """``progress(todo, title, run)`` wraps each batch (the CLI's progress bar); the files
         written."""
-        store = self.protocol.store
+        return self.protocol.run(_batches(self.protocol.store, self.execution, progress))
 
-        def execute(specs: list[RunSpec], title: str) -> None:
-            todo = [s for s in specs if not store.has_result(s.run_id)]
-            go = lambda on_done=None, on_tick=None: _execute(todo, store, self.execution, on_done, on_tick)  # noqa: E731
-            progress(todo, title, go) if progress else go()
-        return self.protocol.run(execute)
+
+def _batches(store: Store, execution: Execution, progress) -> Callable[[list[RunSpec], str], None]:
+    """``execute(specs, title)`` for the protocols: runs the specs not yet stored (each once)."""
+    def execute(specs: list[RunSpec], title: str) -> None:
+        todo = list({s.run_id: s for s in specs if not store.has_result(s.run_id)}.values())
+        go = lambda on_done=None, on_tick=None: _execute(todo, store, execution, on_done, on_tick)  # noqa: E731
+        progress(todo, title, go) if progress else go()
+    return execute
 
 
 def plan_protocol(suite: str, *, problems: Optional[list[str]] = None,
@@ -406,6 +409,37 @@ def plan_protocol(suite: str, *, problems: Optional[list[str]] = None,
 def tune_suite(suite: str, **options) -> list[Path]:
     """Run the tuning protocol over a suite (options of ``plan_protocol``); the files written."""
     return plan_protocol(suite, **options).run()
+
+
+@dataclass
+class ComplexityJob:
+    """A validated complexity suite (bench/complexity.py): ``run`` executes the protocol through
+    the store and writes its CSVs and figures."""
+    protocol: complexity.Complexity
+    execution: Execution
+    outputs: Outputs
+
+    def run(self, progress=None) -> list[str]:
+        """``progress(todo, title, run)`` wraps each batch; what was written."""
+        self.protocol.run(_batches(self.protocol.store, self.execution, progress))
+        return self.protocol.write(self.outputs.tables, self.outputs.figures)
+
+
+def plan_complexity(name: str, *, results_dir=RESULTS_DIR, plots_dir=None, scale: str = "cpu",
+                    executor: str = "process", jobs: Optional[int] = None, threads: int = 1,
+                    warmup: int = 0, timeout: Optional[float] = None, address: Optional[str] = None) -> ComplexityJob:
+    """Validate a complexity suite invocation (InputError, nothing written)."""
+    execution = Execution(executor, default_jobs() if jobs is None else jobs, threads, warmup, timeout, address)
+    execution.check()
+    plan = complexity.load(name, scale)
+    outputs = Outputs.of(plan.name, results_dir, plots_dir)
+    outputs.check(("publish", "plot"))
+    return ComplexityJob(complexity.Complexity.build(plan, _store(results_dir)), execution, outputs)
+
+
+def run_complexity(name: str, **options) -> list[str]:
+    """Run a complexity suite (options of ``plan_complexity``); what was written."""
+    return plan_complexity(name, **options).run()
 
 
 # --------------------------------------------------------------------------- listing
@@ -447,6 +481,10 @@ def suite_rows() -> list[dict]:
     rows = []
     for name in suites.available():
         try:
+            if complexity.is_complexity(name):
+                c = complexity.load(name)
+                rows.append({"name": name, "runs": None, "description": c.description})
+                continue
             s = suites.load(name)
             rows.append({"name": name, "runs": len(s.specs), "description": s.description})
         except InputError as exc:

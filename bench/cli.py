@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import api, executors, suites, tune
+from bench import api, complexity, executors, suites, tune
 from bench.errors import InputError, Interrupted
 from bench.spec import Budget
 
@@ -124,6 +124,8 @@ def _progress(todo, quiet: bool, title: str, run):
 
 
 def cmd_run(args) -> int:
+    if complexity.is_complexity(args.suite):
+        return cmd_complexity(args)
     job = api.plan_suite(args.suite, plots_dir=args.plots_dir, seeds=_seeds(args.seeds),
                          budget=_budget(args.budget), solvers=_names(args.solver),
                          problems=_names(args.problem), scale=args.scale, device=args.device,
@@ -147,6 +149,30 @@ def cmd_run(args) -> int:
         _published(done.publication)
         _leaders(done.publication.leaders)
     return done.exit_code
+
+
+def cmd_complexity(args) -> int:
+    """``run`` on a complexity suite: the complexity protocol, then its CSVs and figures."""
+    for flag, value in (("--seeds", args.seeds), ("--budget", args.budget), ("--solver", args.solver),
+                        ("--problem", args.problem), ("--force", args.force), ("--dry-run", args.dry_run),
+                        ("--device", args.device != "cpu")):
+        if value:
+            raise InputError(f"{flag}: not with a complexity suite ({args.suite}): its levels, seeds, "
+                             "budgets and solvers are the protocol's; valid: --scale, --jobs, "
+                             "--results-dir, --plots-dir, --executor, --quiet")
+    job = api.plan_complexity(args.suite, plots_dir=args.plots_dir, scale=args.scale,
+                              **{**_execution(args), "warmup": 0})
+    err.print(f"complexity suite [bold]{args.suite}[/]: {job.protocol.summary()} -> {job.protocol.store.raw}")
+    wrote = job.run(lambda todo, title, go: _progress(todo, args.quiet, title, go))
+    err.print("wrote " + ", ".join(wrote), markup=False, soft_wrap=True)
+    slopes = job.protocol.slopes_table()
+    t = _table("measured slopes: log samples vs log(1/eps), 95% bootstrap interval",
+               ("family", "solver", "variant", "theory", "slope", "interval", "levels"))
+    for r in slopes.itertuples():
+        t.add_row(r.family, r.solver, r.variant, r.theory, _num(r.slope),
+                  f"[{_num(r.ci_low)}, {_num(r.ci_high)}]", r.fit_levels)
+    out.print(t)
+    return 0
 
 
 def _summary(done: api.SuiteRun) -> None:

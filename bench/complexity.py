@@ -16,8 +16,9 @@ hyperparameters chosen per level as the theorems choose them:
   seeds with a cap of ``cap_factor`` x the previous level's best N x 10^(2.5 dk / 4) (a local
   slope up to 2.5; level 0: ``first_cap``); then the 3^m - 1 grid neighbours with a cap of
   ``cap_factor`` x the best median N so far; when the best lies on the edge of what was
-  evaluated, the neighbourhood is recentred on it (at most ``max_extend`` times). Score: the
-  median N over the seeds (a seed that never hits is inf).
+  evaluated, the neighbourhood is recentred on it (at most ``max_extend`` times; a best still on
+  the edge after that is flagged, column ``edge``). Score: the median N over the seeds (a seed
+  that never hits is inf).
 * Stage 2 (removes the optimism of picking the best of noisy medians): per level, the stage-1
   best and its two best grid neighbours on ``fresh_seeds``; the level's N is the smallest
   median over the three. The ``theory`` variant freezes the level-0 constants at every level
@@ -45,7 +46,7 @@ import pandas as pd
 
 from bench import suites
 from bench.errors import InputError
-from bench.registry import resolve_problem, resolve_solver
+from bench.registry import resolve_solver
 from bench.spec import Budget, RunSpec, make_spec
 from bench.store import Status, Store
 
@@ -55,8 +56,8 @@ FAMILY_KEYS = ("label", "params", "levels", "full_levels", "fit")
 SOLVER_KEYS = ("label", "name", "params", "constants", "scaling", "grid", "families", "theory")
 GROWTH = 2.5             # the steepest local slope the first cap of a level allows
 BOOT = 2000
-RUN_COLUMNS = ("family", "solver", "level", "eps", "floor", "stage", "variant", "offsets", "params",
-               "seeds", "hits", "median", "q25", "q75", "cap", "chosen")
+RUN_COLUMNS = ("family", "kind", "solver", "level", "eps", "floor", "stage", "variant", "offsets", "params",
+               "seeds", "hits", "median", "q25", "q75", "cap", "chosen", "edge")
 SLOPE_COLUMNS = ("family", "solver", "variant", "theory", "slope", "ci_low", "ci_high", "fit_from",
                  "fit_to", "fit_levels", "levels_reached", "local_slopes")
 
@@ -154,7 +155,10 @@ def load(name: str, scale: str = "cpu") -> Plan:
         w = f"{where}.solvers[{i}]"
         suites._table(s, w)
         suites._keys(s, SOLVER_KEYS, w)
-        sname_, _ = resolve_solver(suites._str(s.get("name"), f"{w}.name"))
+        try:
+            sname_, _ = resolve_solver(suites._str(s.get("name"), f"{w}.name"))
+        except KeyError as exc:
+            raise InputError(f"{w}.name: {exc.args[0]}") from None
         label = s.get("label", s["name"])
         consts = suites._table(s.get("constants", {}), f"{w}.constants")
         scaling = suites._table(s.get("scaling", {}), f"{w}.scaling")
@@ -234,6 +238,7 @@ class Track:
     plan: Plan
     stage1: dict[int, dict[tuple, Eval]] = field(default_factory=dict)      # level -> offsets -> eval
     best: dict[int, tuple] = field(default_factory=dict)                     # level -> offsets
+    edge: dict[int, bool] = field(default_factory=dict)                      # best still on the edge
     stage2: dict[int, list[Eval]] = field(default_factory=dict)
     theory: dict[int, Eval] = field(default_factory=dict)
     stopped: Optional[int] = None                                            # first level not reached
@@ -347,6 +352,7 @@ class Complexity:
                     t.stopped = level
                 else:
                     t.best[level] = best.offsets
+                    t.edge[level] = any(o not in t.stage1[level] for o in t.neighbours(best.offsets))
         # stage 2 and the theory variant
         specs = []
         for t in self.tracks:
@@ -395,8 +401,10 @@ class Complexity:
         rows = []
         for t in self.tracks:
             def row(level, e, stage, variant, chosen=False):
+                edge = bool(chosen and stage == 1 and t.edge.get(level))
                 q25, q75 = np.quantile(e.n, [0.25, 0.75]) if e.n else (math.nan, math.nan)
-                rows.append({"family": t.family.label, "solver": t.solver.label, "level": level,
+                rows.append({"family": t.family.label, "kind": t.family.params.get("family", "h1"),
+                             "solver": t.solver.label, "level": level,
                              "eps": fam_eps(t.family, level), "floor": floor(t.family, level),
                              "stage": stage, "variant": variant,
                              "offsets": " ".join(f"{g}:{o:+d}" for g, o in zip(t.grid, e.offsets)),
@@ -404,7 +412,7 @@ class Complexity:
                              "seeds": " ".join(str(s.seed) for s in e.specs),
                              "hits": sum(math.isfinite(n) for n in e.n), "median": e.median,
                              "q25": q25, "q75": q75,
-                             "cap": e.cap, "chosen": chosen})
+                             "cap": e.cap, "chosen": chosen, "edge": edge})
             for level, evals in t.stage1.items():
                 for off, e in sorted(evals.items()):
                     row(level, e, 1, "tuned", off == t.best.get(level))

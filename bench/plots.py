@@ -212,6 +212,75 @@ def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
     return fig
 
 
+FAMILY_EXPONENT = {"h1": 2.0, "h2": 1.5, "h3": 2.0}   # the lower bound (h1, h2), SGD's upper bound (h3)
+
+
+def complexity_family(runs: pd.DataFrame, slopes: pd.DataFrame, family: str, palette, suite: str) -> Figure:
+    """complexity-<family> of the complexity suite (bench/complexity.py): stage-2 samples to the
+    first grad_norm_sq <= eps (median over fresh seeds, 25-75% bars) against 1/eps, tuned per
+    level (solid) and the theory schedule (dashed); the lower-bound floor T/p (grey); reference
+    slopes 1.5 and 2 anchored at the data; below, N eps^s (flat when the exponent s holds)."""
+    fig = _figure(2, 1, w=10.0, h=3.6, legend=0.1)
+    fig.subplots_adjust(right=0.58, hspace=0.35)
+    top, low = fig.subplots(2, 1, squeeze=False)[:, 0]
+    rows = runs[(runs.family == family) & (runs.stage == 2)]
+    s_ref = FAMILY_EXPONENT.get(str(runs.kind[runs.family == family].iloc[0]), 2.0)
+    anchors = []
+    for (solver, variant), g in rows.groupby(["solver", "variant"], sort=False):
+        best = g[np.isfinite(g["median"])].sort_values("median").groupby("level").head(1).sort_values("level")
+        if best.empty:
+            continue
+        x, y = 1 / best.eps.to_numpy(float), best["median"].to_numpy(float)
+        err = [y - best.q25.to_numpy(float), best.q75.to_numpy(float) - y]
+        fit = slopes[(slopes.family == family) & (slopes.solver == solver) & (slopes.variant == variant)]
+        label = f"{solver} ({variant})"
+        if len(fit) and np.isfinite(fit.slope.iloc[0]):
+            f = fit.iloc[0]
+            label += (f": slope {f.slope:.2f} [{f.ci_low:.2f}, {f.ci_high:.2f}] "
+                      f"(1/eps {1 / f.fit_from:.3g}..{1 / f.fit_to:.3g})")
+        style = "o-" if variant == "tuned" else "s--"
+        top.errorbar(x, y, yerr=err, fmt=style, ms=3, lw=1, capsize=2, color=palette[solver], label=label,
+                     alpha=1.0 if variant == "tuned" else 0.6)
+        low.plot(x, y * (1 / x) ** s_ref, style, ms=3, lw=1, color=palette[solver],
+                 alpha=1.0 if variant == "tuned" else 0.6)
+        if variant == "tuned":
+            anchors.append((x[0], y[0]))
+    fl = rows.drop_duplicates("level").sort_values("level")
+    fl = fl[np.isfinite(fl.floor.to_numpy(float))]
+    if len(fl):
+        top.plot(1 / fl.eps, fl.floor, "--", color="grey", lw=1.2, label="lower-bound floor T/p (up to constants)")
+    if anchors:
+        x0 = min(a[0] for a in anchors)
+        y0 = float(np.exp(np.median([np.log(a[1]) for a in anchors])))
+        xs = np.geomspace(x0, (1 / rows.eps).max(), 20)
+        for slope, style in ((1.5, "-."), (2.0, ":")):
+            top.plot(xs, y0 * (xs / x0) ** slope, style, color="black", lw=1.2, label=f"reference eps^-{slope:g}")
+    for ax, ylabel in ((top, "samples to reach eps (median, fresh seeds)"), (low, f"samples x eps^{s_ref:g}")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _style(ax, "1/eps  (first grad_norm_sq <= eps)", ylabel)
+    if top.get_legend_handles_labels()[0]:
+        top.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.suptitle(f"{suite} / {family}: samples to eps, hyperparameters tuned per level (95% bootstrap "
+                 "intervals)\neach hidden log(1/eps) factor adds about 0.1-0.2 to a two-decade slope",
+                 fontsize=9)
+    return fig
+
+
+def draw_complexity(runs: pd.DataFrame, slopes: pd.DataFrame, folder: Path, suite: str) -> int:
+    """Write complexity-<family>.png/.pdf for every family of a complexity suite; how many."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    palette = colors(list(dict.fromkeys(runs.solver)))
+    n = 0
+    for family in dict.fromkeys(runs.family):
+        fig = complexity_family(runs, slopes, family, palette, suite)
+        fig.savefig(folder / f"complexity-{slug(family)}.png", dpi=DPI)
+        fig.savefig(folder / f"complexity-{slug(family)}.pdf")
+        n += 1
+    return n
+
+
 BAR_PANELS = (("time_per_step_median", "time per step (s)", "time_per_step_iqr"),
               ("state_mib_median", "solver state (MiB)", None),
               ("step_peak_mib_median", "one step's tensors, peak (MiB)", None),

@@ -156,6 +156,9 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
     if sname in _stack:
         raise InputError(f"suite {sname}: include cycle {' -> '.join(_stack + (sname,))}")
     doc = read(name)
+    if doc.get("kind") == "complexity":
+        raise InputError(f"suite {sname} is a complexity suite: python -m bench run --suite {name} "
+                         "runs and publishes it (publish, plot, report and tune do not apply)")
     _keys(doc, TOP_KEYS, f"suite {sname}")
     where = f"suite {sname}"
     suite = Suite(sname, str(doc.get("description", "")), str(doc.get("notes", "")))
