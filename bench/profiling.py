@@ -146,6 +146,7 @@ class Probe:
         self.nvml = _Nvml(self.device) if self.cuda else None
         self.rss_method = "VmHWM (process lifetime)" if os.path.exists("/proc/self/status") else "ru_maxrss"
         self._peak = {"rss_peak_mib": NAN, "cuda_alloc_peak_mib": NAN, "cuda_reserved_peak_mib": NAN}
+        self._last: dict[str, float] = {}
 
     def clock(self) -> float:
         if self.cuda:
@@ -158,6 +159,7 @@ class Probe:
     def reset(self) -> None:
         """Start of a run: forget the peaks, restart the counters."""
         self._peak = dict.fromkeys(self._peak, NAN)
+        self._last = {}
         self.resume()
 
     def resume(self) -> None:
@@ -175,12 +177,16 @@ class Probe:
             out["cuda_reserved_peak_mib"] = torch.cuda.max_memory_reserved(self.device) / MIB
         return out
 
-    def sample(self) -> dict[str, float]:
+    def sample(self, full: bool = True) -> dict[str, float]:
+        """Peaks (cheap) and, when ``full``, the current PSS / USS (smaps_rollup, milliseconds) and
+        NVML values; otherwise those are the last full sample's (carried forward)."""
         for key, value in self._read_peaks().items():
             self._peak[key] = value if math.isnan(self._peak[key]) else max(self._peak[key], value)
         out = dict(self._peak)
-        out.update(smaps_mib())
-        out["nvml_used_mib"], out["nvml_util_pct"] = self.nvml.sample() if self.cuda else (NAN, NAN)
+        if full or not self._last:
+            self._last = smaps_mib()
+            self._last["nvml_used_mib"], self._last["nvml_util_pct"] = self.nvml.sample() if self.cuda else (NAN, NAN)
+        out.update(self._last)
         return out
 
     def device_name(self) -> str:

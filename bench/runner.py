@@ -11,7 +11,9 @@ count nor change the trace; one more step of that copy is profiled for the deter
 columns ``state_mib`` and ``step_peak_mib`` (bench/memory.py; written on every row of the run,
 the profiled step's index and wall time in meta.json's ``memory_probe``). Metric evaluation,
 divergence checks at checkpoints and memory sampling happen with the clock stopped; memory peaks (bench/profiling.py) are sampled before
-the metrics and restarted after them, so they cover init and steps only. On CUDA the clock is
+the metrics and restarted after them, so they cover init and steps only. PSS / USS (smaps_rollup,
+milliseconds per read) are read at the checkpoints of a ``FULL_PER_DECADE`` grid and at the last
+one; denser checkpoints (``per_decade`` > 10, e.g. the complexity suite's 40) carry the last read. On CUDA the clock is
 synchronized at checkpoints only (the seconds budget reads it unsynchronized after each step).
 
 Divergence: a checkpoint whose metrics or iterates are not finite, or whose main metric
@@ -51,6 +53,7 @@ from bench.store import Status
 
 EXPLODE = 1e8
 FINITE_EVERY = 50
+FULL_PER_DECADE = 10    # checkpoints per decade that also read PSS / USS (milliseconds each)
 
 
 class RunTimeout(Exception):
@@ -226,11 +229,16 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
     k, main0 = 0, None
     schedule = checkpoints(budget.per_decade)
     next(schedule)
+    full_grid = checkpoints(min(budget.per_decade, FULL_PER_DECADE))   # where PSS / USS are read
+    next_full = next(full_grid)
 
-    def record() -> tuple[str, str] | None:
-        nonlocal main0
+    def record(last: bool = False) -> tuple[str, str] | None:
+        nonlocal main0, next_full
         row = {"k": k, "time": elapsed, **oracles.counts()}
-        process = probe.sample()                # before the metrics, whose memory is not counted:
+        full = last or k >= next_full
+        while next_full <= k:
+            next_full = next(full_grid)
+        process = probe.sample(full)            # before the metrics, whose memory is not counted:
         metrics = _metrics(problem, state)
         probe.resume()                          # peak counters restart after them
         row.update(metrics)
@@ -279,7 +287,7 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
         blown = k % FINITE_EVERY == 0 and not _finite(state)
         if k == next_ck or reason or blown:
             elapsed += probe.clock() - t0
-            end = record()
+            end = record(bool(reason or blown))
             if end is not None:
                 return end
             if reason:
