@@ -139,19 +139,29 @@ def phi(t):
     return val, SQRT_E * torch.exp(-t * t / 2)
 
 
+PHI_INF = math.sqrt(2 * math.pi * math.e)           # Phi(+inf): Phi(-t) = PHI_INF - Phi(t)
+
+
 def chain(u: torch.Tensor, grad: bool = True):
-    """F_T(u) and grad F_T(u) for u of shape (..., T)."""
+    """F_T(u) and grad F_T(u) for u of shape (..., T).
+
+    With u_0 = 1 (the first term is -Psi(1) Phi(u_1)), Psi(+-t) = Psi(|t|) 1{+-t > 0},
+    Phi(-t) = Phi(inf) - Phi(t) and Phi' even:
+      d/du_i of term i     = -Psi(|u_{i-1}|) Phi'(u_i)
+      d/du_{i-1} of term i = -Psi'(|u_{i-1}|) (1{u_{i-1} < 0} Phi(-u_i) + 1{u_{i-1} > 0} Phi(u_i)).
+    """
     one = torch.ones_like(u[..., :1])
-    prev = torch.cat((one, u[..., :-1]), -1)         # u_0 = 1: the first term is -Psi(1) Phi(u_1)
-    (pp, dpp), (pm, dpm) = psi(prev), psi(-prev)
-    (fp, dfp), (fm, dfm) = phi(u), phi(-u)
-    value = (pm * fm - pp * fp).sum(-1)
+    prev = torch.cat((one, u[..., :-1]), -1)
+    p, dp = psi(prev.abs())
+    pos = prev > 0
+    f, df = phi(u)
+    fm = PHI_INF - f
+    value = torch.where(pos, -p * f, p * fm).sum(-1)
     if not grad:
         return value, None
-    g = -pm * dfm - pp * dfp                         # d/du_i of term i
-    nxt = -(dpm * fm + dpp * fp)[..., 1:]            # d/du_{i-1} of term i, i >= 2
-    g = g + torch.cat((nxt, torch.zeros_like(one)), -1)
-    return value, g
+    g = -p * df
+    nxt = -dp * torch.where(pos, f, fm)
+    return value, g + torch.cat((nxt[..., 1:], torch.zeros_like(one)), -1)
 
 
 def prog(u: torch.Tensor, a: float) -> torch.Tensor:
