@@ -8,9 +8,9 @@ import re
 import pandas as pd
 import pytest
 
-from bench import protocol, suites
+from bench import complexity, protocol, suites
 
-TUNED = [s for s in suites.available() if s not in ("smoke", "all", "ml")]
+TUNED = [s for s in suites.available() if s not in ("smoke", "all", "ml") and not complexity.is_complexity(s)]
 
 
 def record(suite: str) -> pd.DataFrame:
