@@ -12,8 +12,9 @@ columns ``state_mib`` and ``step_peak_mib`` (bench/memory.py; written on every r
 the profiled step's index and wall time in meta.json's ``memory_probe``). Metric evaluation,
 divergence checks at checkpoints and memory sampling happen with the clock stopped; memory peaks (bench/profiling.py) are sampled before
 the metrics and restarted after them, so they cover init and steps only. PSS / USS (smaps_rollup,
-milliseconds per read) are read at the checkpoints of a ``FULL_PER_DECADE`` grid and at the last
-one; denser checkpoints (``per_decade`` > 10, e.g. the complexity suite's 40) carry the last read. On CUDA the clock is
+milliseconds per read) are read at every checkpoint when ``per_decade`` <= ``FULL_PER_DECADE``;
+denser checkpoints (the complexity suite's 40 per decade, which exist to find a first hit) read
+them once per decade of iterations and at the last checkpoint, and carry the last read between. On CUDA the clock is
 synchronized at checkpoints only (the seconds budget reads it unsynchronized after each step).
 
 Divergence: a checkpoint whose metrics or iterates are not finite, or whose main metric
@@ -53,7 +54,7 @@ from bench.store import Status
 
 EXPLODE = 1e8
 FINITE_EVERY = 50
-FULL_PER_DECADE = 10    # checkpoints per decade that also read PSS / USS (milliseconds each)
+FULL_PER_DECADE = 10    # denser checkpoints read PSS / USS once per decade (milliseconds each)
 
 
 class RunTimeout(Exception):
@@ -229,7 +230,8 @@ def _loop(spec, problem, solver, hp, probe, rows, meta, on_checkpoint, check_tim
     k, main0 = 0, None
     schedule = checkpoints(budget.per_decade)
     next(schedule)
-    full_grid = checkpoints(min(budget.per_decade, FULL_PER_DECADE))   # where PSS / USS are read
+    # where PSS / USS are read: every checkpoint, or once per decade when checkpoints are dense
+    full_grid = checkpoints(budget.per_decade if budget.per_decade <= FULL_PER_DECADE else 1)
     next_full = next(full_grid)
 
     def record(last: bool = False) -> tuple[str, str] | None:
