@@ -437,6 +437,26 @@ def plan_complexity(name: str, *, results_dir=RESULTS_DIR, plots_dir=None, scale
     return ComplexityJob(complexity.Complexity.build(plan, _store(results_dir)), execution, outputs)
 
 
+def publish_complexity(name: str, *, results_dir=RESULTS_DIR, plots_dir=None, reference: bool = False,
+                       scale: str = "cpu") -> list[str]:
+    """The CSVs and figures of a complexity suite from its stored runs, without running anything
+    (the protocol is replayed from the store; InputError when a run it needs is not stored).
+    ``reference``: into results/<suite> and plots/<suite>."""
+    plan = complexity.load(name, scale)
+    store = Store(results_dir)
+    outputs = Outputs.of(plan.name, results_dir, plots_dir, reference)
+    outputs.check(("publish", "plot"))
+    job = complexity.Complexity.build(plan, store)
+
+    def stored_only(specs: list[RunSpec], title: str) -> None:
+        missing = [s for s in specs if not store.has_result(s.run_id)]
+        if missing:
+            raise InputError(f"--suite {plan.name}: {len(missing)} run(s) of '{title}' are not stored in "
+                             f"{store.raw} (e.g. {missing[0].run_id}); run python -m bench run --suite {name} first")
+    job.run(stored_only)
+    return job.write(outputs.tables, outputs.figures)
+
+
 def run_complexity(name: str, **options) -> list[str]:
     """Run a complexity suite (options of ``plan_complexity``); what was written."""
     return plan_complexity(name, **options).run()

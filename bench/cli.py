@@ -208,6 +208,15 @@ def _leaders(board) -> None:
 
 
 def cmd_publish(args) -> int:
+    if complexity.is_complexity(args.suite) and args.command in ("publish", "plot"):
+        for flag, value in (("--seeds", args.seeds), ("--budget", args.budget), ("--device", args.device != "cpu")):
+            if value:
+                raise InputError(f"{flag}: not with a complexity suite ({args.suite}); valid: --scale, "
+                                 "--results-dir, --plots-dir, --reference")
+        wrote = api.publish_complexity(args.suite, results_dir=args.results_dir, plots_dir=args.plots_dir,
+                                       reference=getattr(args, "reference", False), scale=args.scale)
+        err.print("wrote " + ", ".join(wrote), markup=False, soft_wrap=True)
+        return 0
     pub = api.publish_suite(args.suite, stages=(args.command,), results_dir=args.results_dir,
                             plots_dir=args.plots_dir, reference=getattr(args, "reference", False),
                             seeds=_seeds(args.seeds), budget=_budget(args.budget), scale=args.scale,

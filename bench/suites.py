@@ -158,7 +158,8 @@ def load(name: str, *, seeds: Optional[list[int]] = None, budget: Optional[Budge
     doc = read(name)
     if doc.get("kind") == "complexity":
         raise InputError(f"suite {sname} is a complexity suite: python -m bench run --suite {name} "
-                         "runs and publishes it (publish, plot, report and tune do not apply)")
+                         "runs and publishes it, publish / plot redo its CSVs and figures from the stored "
+                         "runs (report and tune do not apply)")
     _keys(doc, TOP_KEYS, f"suite {sname}")
     where = f"suite {sname}"
     suite = Suite(sname, str(doc.get("description", "")), str(doc.get("notes", "")))

@@ -19,7 +19,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-FIGURE = "plots/all/complexity-nonconvex-quad-20.png"
+FIGURE = "plots/all/convergence-quad-benchopt-100.png"
 
 
 def _num(v) -> str:
@@ -65,7 +65,7 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
         best = g.loc[g[col].idxmin()] if g[col].notna().any() else None
         lines.append(f"| {problem} | {metric} | {_num(g.start.iloc[0])} | "
                      f"{best.solver if best is not None else '-'} | {_num(best[col] if best is not None else None)} |")
-    lines += ["", f"![complexity on nonconvex-quad-20]({FIGURE})"]
+    lines += ["", f"![convergence on quad-benchopt-100]({FIGURE})"]
     return "\n".join(lines)
 
 

@@ -138,8 +138,10 @@ def test_bad_input_exit_2_nothing_written(tmp_path, capsys, edit, field):
 def test_complexity_suite_refuses_other_commands_and_options(tmp_path, capsys):
     path = suite_file(tmp_path)
     res = tmp_path / "res"
-    assert main(["publish", "--suite", path, "--results-dir", str(res)]) == 2
+    assert main(["report", "--suite", path, "--results-dir", str(res)]) == 2
     assert "complexity suite" in capsys.readouterr().err
+    assert main(["publish", "--suite", path, "--results-dir", str(res)]) == 2     # nothing stored yet
+    assert "not stored" in capsys.readouterr().err
     assert main(["run", "--suite", path, "--results-dir", str(res), "--seeds", "0"]) == 2
     assert "--seeds" in capsys.readouterr().err
     assert not res.exists()
@@ -166,4 +168,10 @@ def test_smoke_suite_end_to_end_and_resumable(tmp_path, capsys):
     n_runs = len(ids)
     assert main(args) == 0                                  # resumable: nothing new to run
     assert len(Store(res).run_ids()) == n_runs
+    # publish replays the protocol from the store: the same tables, nothing run
+    before = {f: (res / "cxsmoke" / f).read_text() for f in ("slopes.csv", "complexity_runs.csv")}
+    assert main(["publish", "--suite", path, "--results-dir", str(res), "--plots-dir", str(tmp_path / "p2")]) == 0
+    assert {f: (res / "cxsmoke" / f).read_text() for f in before} == before
+    assert len(Store(res).run_ids()) == n_runs
+    assert (tmp_path / "p2" / "cxsmoke" / "complexity-h1.png").is_file()
     assert "measured slopes" in capsys.readouterr().out
