@@ -35,6 +35,7 @@ invocation resumes, and caps are derived from stored results, so a rerun plans t
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -310,13 +311,38 @@ class Complexity:
         from bench import plots, publish as pub
         runs, slopes = self.runs_table(), self.slopes_table()
         wrote = []
-        for name, frame in (("complexity_runs", runs), ("slopes", slopes)):
+        for name, frame in (("complexity_runs", runs), ("slopes", slopes), ("environment", self.environment())):
             pub.write_csv(frame, tables / f"{name}.csv")
             wrote.append(str(tables / f"{name}.csv"))
         if figures is not None:
             n = plots.draw_complexity(runs, slopes, figures, self.plan.name)
             wrote.append(f"{n} figures (PNG + PDF) in {figures}")
         return wrote
+
+    def evals(self) -> list[Eval]:
+        return [e for t in self.tracks for e in (*(e for lv in t.stage1.values() for e in lv.values()),
+                                                   *(e for lv in t.stage2.values() for e in lv), *t.theory.values())]
+
+    def environment(self) -> pd.DataFrame:
+        """publish.environment of every run the protocol used (commits, versions, machine, when),
+        plus the sum of their wall times."""
+        from bench import publish as pub
+        rows, seconds = {}, 0.0
+        for e in self.evals():
+            for spec in e.specs:
+                if spec.run_id in rows:
+                    continue
+                meta = self.store.read(spec.run_id, table=False).meta
+                rows[spec.run_id] = {"status": meta.get("status"), "device": spec.device,
+                                     "started": meta.get("started"), "ended": meta.get("ended"),
+                                     **{f: json.dumps(meta[f], sort_keys=True) if isinstance(meta.get(f), dict)
+                                        else meta.get(f) for f in pub.ENV_FIELDS}}
+                if meta.get("started") and meta.get("ended"):
+                    seconds += (pd.Timestamp(meta["ended"]) - pd.Timestamp(meta["started"])).total_seconds()
+        env = pub.environment(pd.DataFrame(list(rows.values()), columns=["status", "device", "started", "ended",
+                                                                           *pub.ENV_FIELDS]))
+        extra = pd.DataFrame([{"field": "run wall seconds (sum)", "value": f"{seconds:.0f}", "runs": len(rows)}])
+        return pd.concat([env, extra], ignore_index=True)
 
     def run(self, execute: Callable[[list[RunSpec], str], None]) -> None:
         """Stage 1 level by level, then stage 2 and the theory variant."""

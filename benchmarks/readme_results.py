@@ -1,4 +1,5 @@
-"""The README's published-results block, generated from the committed results/all CSVs.
+"""The README's published-results blocks, generated from the committed results/all CSVs (and
+results/complexity, the complexity suite's slopes).
 
     python benchmarks/readme_results.py            # rewrite the block between the markers
     python benchmarks/readme_results.py --check    # exit 1 when the README's block is stale
@@ -19,6 +20,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+C_START, C_END = "<!-- complexity:start -->", "<!-- complexity:end -->"
 FIGURE = "plots/all/convergence-quad-benchopt-100.png"
 
 
@@ -69,6 +71,33 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
     return "\n".join(lines)
 
 
+def render_complexity(folder: Path = ROOT / "results" / "complexity") -> str:
+    """The complexity block: measured slopes next to the theory, from results/complexity/*.csv."""
+    if not (folder / "slopes.csv").is_file():
+        return ("No complexity reference is published yet (it is made by `python -m bench run --suite "
+                "complexity` then `python -m bench publish --suite complexity --reference`).")
+    slopes = pd.read_csv(folder / "slopes.csv", keep_default_na=False, na_values=[""])
+    env = pd.read_csv(folder / "environment.csv")
+    field = lambda name: " ".join(env.loc[env.field == name, "value"].astype(str))  # noqa: E731
+    lines = [f"Made by `python -m bench run --suite complexity` at commit {field('git_commit')} on the 2-core "
+             f"CPU reference machine ({field('run wall seconds (sum)')} s of run wall time summed over "
+             f"runs, runs between {field('runs between').replace('T', ' ')}); "
+             "`python benchmarks/readme_results.py` wrote this block from `results/complexity/*.csv`.", "",
+             "| family | solver | variant | theory | measured slope [95% interval] | fit levels | "
+             "levels reached | theory inside the interval |", "|---|---|---|---|---|---|---|---|"]
+    for r in slopes.itertuples():
+        inside = "-"
+        try:
+            theory = float(str(r.theory).split()[0])
+            if math.isfinite(r.ci_low) and math.isfinite(r.ci_high):
+                inside = "yes" if r.ci_low <= theory <= r.ci_high else "no"
+        except ValueError:
+            pass
+        lines.append(f"| {r.family} | {r.solver} | {r.variant} | {r.theory} | {_num(r.slope)} "
+                     f"[{_num(r.ci_low)}, {_num(r.ci_high)}] | {r.fit_levels} | {r.levels_reached} | {inside} |")
+    return "\n".join(lines)
+
+
 def _tuning(board: pd.DataFrame) -> str:
     """One sentence on the search: configurations, rounds, edge flags."""
     if "tune_configs" not in board or board.tune_configs.isna().all():
@@ -103,12 +132,13 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if the README block is stale")
     args = ap.parse_args(argv)
     path = ROOT / "README.md"
-    readme, new = path.read_text(), render()
+    readme, new, new_c = path.read_text(), render(), render_complexity()
     if args.check:
-        stale = block(readme) != new
+        stale = block(readme) != new or block(readme, C_START, C_END) != new_c
         print("README results block is stale: run python benchmarks/readme_results.py" if stale else "up to date")
         return int(stale)
     write_block(path, new)
+    write_block(path, new_c, C_START, C_END)
     return 0
 
 

@@ -23,3 +23,9 @@ def test_the_block_names_every_solver_and_problem_of_the_csvs():
     for name in set(board.solver) | set(board.problem):
         assert f"| {name} |" in text, name
     assert (ROOT / readme_results.FIGURE).is_file()
+
+
+def test_complexity_block_matches_the_published_slopes():
+    readme = (ROOT / "README.md").read_text()
+    assert readme_results.block(readme, readme_results.C_START, readme_results.C_END) == \
+        readme_results.render_complexity(), "README complexity block is stale: run python benchmarks/readme_results.py"
