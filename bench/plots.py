@@ -8,7 +8,8 @@ Per problem P (file names use the problem label):
                   against 1/eps, log-log, labelled "fixed hyperparameters, pre-asymptotic": no
                   fitted slopes or reference lines (a single fixed-step run on a benign problem
                   tests no rate; bench/complexity.py does); the axis stops where fewer than two
-                  stochastic solvers still have points; only for problems reporting grad_norm_sq
+                  stochastic solvers (not counting the linearly converging finite-sum SABA, SRBA)
+                  still have points; only for problems reporting grad_norm_sq
   bars-P          time per step (median, IQR whiskers); the solver's deterministic memory: its
                   state and one step's peak of tensor bytes (bench/memory.py); the process
                   figures: peak RSS, USS, peak GPU memory when any run has one
@@ -174,17 +175,22 @@ def _reports(data: pub.Data, problem: str, column: str) -> bool:
 
 
 def _stochastic(solver_name: str) -> bool:
+    """A stochastic solver that is not a finite-sum method (those converge linearly on a fixed
+    sample set and would stretch the axis over tens of decades)."""
     from bench.registry import resolve_solver
+    from solvers.base import finite_sum_only
     try:
-        return bool(getattr(resolve_solver(solver_name)[1], "stochastic", False))
+        cls = resolve_solver(solver_name)[1]
     except Exception:  # noqa: BLE001 - a name this checkout does not know
         return False
+    return bool(getattr(cls, "stochastic", False)) and getattr(cls, "skip", None) is not finite_sum_only
 
 
 def complexity(data: pub.Data, problem: str, palette) -> Optional[Figure]:
     """Samples and calls to first reach grad_norm_sq <= eps on a benign problem: fixed
     hyperparameters, pre-asymptotic; no slopes, no reference lines (the complexity suite measures
-    exponents); the axis stops where fewer than two stochastic solvers still have points."""
+    exponents); the axis stops where fewer than two stochastic solvers (finite-sum methods aside:
+    SABA, SRBA converge linearly) still have points."""
     if not _reports(data, problem, "grad_norm_sq"):
         return None
     fig = _figure(2, 1, w=10.0, h=3.6, legend=0.1)

@@ -38,20 +38,22 @@ def legend_texts(fig) -> list[str]:
 
 def test_benign_complexity_figure_has_no_slopes_and_stops_with_the_stochastic_solvers():
     """Fixed-step runs on a benign problem test no rate: no fitted slope, no reference line, the
-    label says so; the axis stops at the second-furthest stochastic solver (SOBA 9 levels, SABA 5
-    levels, AID-CG deterministic, 17 levels: the cut is at SABA's last eps, 10^1)."""
+    label says so; the axis stops at the second-furthest stochastic solver that is not finite-sum
+    (SOBA 9 levels, stocBiO 5: the cut is at stocBiO's last eps, 10^1; SABA, finite-sum, and
+    AID-CG, deterministic, reach all 17 levels and do not count)."""
     eps = 10.0 ** (-np.arange(0, 17) / 4)
-    data = pubsuite.synthetic({"soba": 2.0, "saba": 1.5, "aid-cg": 1.0}, eps,
-                              reach={"soba": 9, "saba": 5})
-    fig = plots.complexity(data, "syn", plots.colors(["soba", "saba", "aid-cg"]))
-    assert sorted(set(legend_texts(fig))) == ["aid-cg", "saba", "soba"]
+    names = ["soba", "stocbio", "saba", "aid-cg"]
+    data = pubsuite.synthetic({"soba": 2.0, "stocbio": 1.8, "saba": 1.5, "aid-cg": 1.0}, eps,
+                              reach={"soba": 9, "stocbio": 5})
+    fig = plots.complexity(data, "syn", plots.colors(names))
+    assert sorted(set(legend_texts(fig))) == sorted(names)
     assert "fixed hyperparameters, pre-asymptotic" in fig._suptitle.get_text()
     for ax in fig.axes:
         assert ax.get_xscale() == "log"
         right = max(float(np.max(line.get_xdata())) for line in ax.get_lines())
         assert right == pytest.approx(10.0)
-    one = pubsuite.synthetic({"soba": 2.0, "aid-cg": 1.0}, eps, reach={"soba": 5})
-    fig = plots.complexity(one, "syn", plots.colors(["soba", "aid-cg"]))
+    one = pubsuite.synthetic({"soba": 2.0, "saba": 1.5, "aid-cg": 1.0}, eps, reach={"soba": 5})
+    fig = plots.complexity(one, "syn", plots.colors(["soba", "saba", "aid-cg"]))
     right = max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines())
     assert right == pytest.approx(1e4)                       # one stochastic solver: no cut
 
