@@ -437,6 +437,11 @@ def plan_complexity(name: str, *, results_dir=RESULTS_DIR, plots_dir=None, scale
     return ComplexityJob(complexity.Complexity.build(plan, _store(results_dir)), execution, outputs)
 
 
+def is_complexity(name: str) -> bool:
+    """Whether a suite is a complexity suite (``kind = "complexity"``: run / publish dispatch)."""
+    return complexity.is_complexity(name)
+
+
 def publish_complexity(name: str, *, results_dir=RESULTS_DIR, plots_dir=None, reference: bool = False,
                        scale: str = "cpu") -> list[str]:
     """The CSVs and figures of a complexity suite from its stored runs, without running anything

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import api, complexity, executors, suites, tune
+from bench import api, executors, suites, tune
 from bench.errors import InputError, Interrupted
 from bench.spec import Budget
 
@@ -124,7 +124,7 @@ def _progress(todo, quiet: bool, title: str, run):
 
 
 def cmd_run(args) -> int:
-    if complexity.is_complexity(args.suite):
+    if api.is_complexity(args.suite):
         return cmd_complexity(args)
     job = api.plan_suite(args.suite, plots_dir=args.plots_dir, seeds=_seeds(args.seeds),
                          budget=_budget(args.budget), solvers=_names(args.solver),
@@ -208,7 +208,7 @@ def _leaders(board) -> None:
 
 
 def cmd_publish(args) -> int:
-    if complexity.is_complexity(args.suite) and args.command in ("publish", "plot"):
+    if api.is_complexity(args.suite) and args.command in ("publish", "plot"):
         for flag, value in (("--seeds", args.seeds), ("--budget", args.budget), ("--device", args.device != "cpu")):
             if value:
                 raise InputError(f"{flag}: not with a complexity suite ({args.suite}); valid: --scale, "

@@ -12,7 +12,8 @@ hyperparameters chosen per level as the theorems choose them:
   decade of iterations) or when its samples (all oracle kinds, ``samples_total``) reach its cap.
   N = samples_total at the first hit; a run that does not hit counts as N = inf.
 * Stage 1, level by level (levels in order, all families and solvers in lockstep): the centre
-  configuration (level 0: the suite's constants; level k: the best of level k-1) on the stage-1
+  configuration (level 0: the suite's constants; then the previous level's best, moved along the
+  trend of the two previous bests: b_{k-1} + (b_{k-1} - b_{k-2}) in grid steps) on the stage-1
   seeds with a cap of ``cap_factor`` x the previous level's best N x 10^(2.5 dk / 4) (a local
   slope up to 2.5; level 0: ``first_cap``); then the 3^m - 1 grid neighbours with a cap of
   ``cap_factor`` x the best median N so far; when the best lies on the edge of what was
@@ -192,7 +193,7 @@ def load(name: str, scale: str = "cpu") -> Plan:
                 _number(raw.get("cap_factor", 4), f"{where}.cap_factor", 1),
                 _number(raw.get("first_cap", 10 ** 6), f"{where}.first_cap", 1, integer=True),
                 _number(raw.get("per_decade", 40), f"{where}.per_decade", 1, integer=True),
-                _number(raw.get("max_extend", 2), f"{where}.max_extend", 0, integer=True))
+                _number(raw.get("max_extend", 3), f"{where}.max_extend", 0, integer=True))
 
 
 def _ratio(fam: Family, level: int) -> float:
@@ -406,8 +407,16 @@ class Complexity:
                 score(self.store, e, fam_eps(t.family, level))
 
     def _centre(self, t: Track, level: int) -> tuple:
-        done = [k for k in t.best if k < level]
-        return t.best[max(done)] if done else tuple(0 for _ in t.grid)
+        """Level 0: the suite's constants; then the previous best, moved along the trend of the two
+        previous bests (the optimum of a constant often drifts steadily with eps)."""
+        done = sorted(k for k in t.best if k < level)
+        if not done:
+            return tuple(0 for _ in t.grid)
+        b = t.best[done[-1]]
+        if len(done) == 1:
+            return b
+        a, r = t.best[done[-2]], (level - done[-1]) / (done[-1] - done[-2])
+        return tuple(int(round(y + (y - x) * r)) for x, y in zip(a, b))
 
     def _first_cap(self, t: Track, level: int) -> int:
         done = [k for k in t.best if k < level]

@@ -52,8 +52,8 @@ def suite_file(tmp_path, text=SMOKE, name="cxsmoke"):
 def test_grid_search_finds_the_closed_form_optimum(tmp_path, monkeypatch):
     """N(level, offset) = 1000 10^(level / 2) 2^|offset - opt(level)| with opt = 0, 3, 3 (the
     optimum walks off the first grid at level 1): the search recentres (max_extend = 2) and picks
-    opt at every level (at level 1 still on the edge of what two recentrings reached, flagged);
-    caps follow the rules; stage 2 keeps the best and its two neighbours."""
+    opt at every level (still on the edge of what two recentrings reached at levels 1 and 2,
+    flagged); caps follow the rules; stage 2 keeps the best and its evaluated neighbours."""
     text = SMOKE.replace("max_extend = 1", "max_extend = 2").replace('name = "stocbio"', 'name = "stocbio"\nfamilies = []')
     plan = cx.load(suite_file(tmp_path, text))
     plan.solvers = plan.solvers[:1]
@@ -70,12 +70,15 @@ def test_grid_search_finds_the_closed_form_optimum(tmp_path, monkeypatch):
     t = job.tracks[0]
     assert t.best == {0: (0,), 1: (3,), 2: (3,)}
     assert sorted(t.stage1[1]) == [(-1,), (0,), (1,), (2,), (3,)]     # centre 0, recentred twice
-    assert t.edge == {0: False, 1: True, 2: False}                    # 4 unseen at level 1
+    # level 2 starts on the trend, 3 + (3 - 0) = 6, and walks back to 3 (2 unseen: edge)
+    assert sorted(t.stage1[2]) == [(3,), (4,), (5,), (6,), (7,)]
+    assert t.edge == {0: False, 1: True, 2: True}
     assert t.stage1[0][(0,)].cap == 200000                                   # first_cap
     n0 = 1000
     assert t.stage1[1][(0,)].cap == cx.round_cap(4 * n0 * 10 ** (2.5 / 4))   # previous best x growth
     assert t.stage1[0][(1,)].cap == cx.round_cap(4 * n0)                     # cap_factor x best so far
-    assert [e.offsets for e in t.stage2[2]] == [(3,), (2,), (4,)]
+    assert [e.offsets for e in t.stage2[1]] == [(3,), (2,)]          # (4,) was never evaluated
+    assert [e.offsets for e in t.stage2[2]] == [(3,), (4,)]
     assert t.theory[2].offsets == (0,)                                        # level-0 constant, frozen
     slopes = job.slopes_table().set_index("variant")
     assert slopes.loc["tuned", "slope"] == pytest.approx(2.0)                 # N ~ 10^(k/2) = eps^-2
