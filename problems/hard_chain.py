@@ -55,10 +55,14 @@ until the chain is done (|u_T| >= 1). Families (``family``):
   methods need about eps^-2 samples (an upper bound); two-point differences of variance-reduced
   methods cancel additive noise. No matching lower bound: report what is measured.
 
-``rotated=True`` (h1, h2) puts the chain in a random T-dimensional subspace of R^(embed T):
-F(y) = a F_T(U^T y / lam), O(y) = U (chain oracle at U^T y / lam). Methods that are not
-zero-respecting (Gaussian-direction ES: ESJ-S, HOZOG) need it, else isotropic noise walks down
-the flat chain coordinates.
+``rotated=True`` (h1, h2) uses h3's randomized coercive embedding with the family's noise:
+F(y) = a [F_T(U^T rho(z)) + ||z||^2 / 10], z = y / lam, the Bernoulli oracle applied to the chain
+coordinates and lifted through rho (gradient scale s / c with c = 1/2, as h3). Methods that are
+not zero-respecting (Gaussian-direction ES: ESJ-S, HOZOG) need it. A rotation alone is not
+enough: F_T's gradient vanishes far out on every coordinate, so big random moves find points
+with ||grad F||^2 <= eps without revealing the chain (a first complexity run, 2026-12-06, had
+ESJ-S reach level 8 of a rotation-only h1 with under 1% of the T / p samples the lower bound
+requires); the coercive term and rho close that exit (Carmon et al., Section 5).
 
 Streaming samples: the outer samples are an unbounded stream (``streaming = True``, n_outer =
 2^62): the harness's sampler hands out consecutive id blocks from a counter with a random
@@ -247,12 +251,12 @@ class HardChain(Problem):
         pr = params
         self.T, self.p, self.eps = pr.T, pr.p, pr.eps
         self.fam = pr.family
-        scale = 2 * math.sqrt(pr.eps) / (0.5 if pr.family == "h3" else 1.0)   # s = a / lam
+        rotated = pr.rotated or pr.family == "h3"                  # rotated = the coercive embedding
+        scale = 2 * math.sqrt(pr.eps) / (0.5 if rotated else 1.0)   # s = a / lam
         self.lam = 2 * math.sqrt(pr.eps0) if pr.family == "h2" else scale
         self.a = scale * self.lam
         self.noise = pr.sigma * 2 * math.sqrt(pr.eps0)
         self.key = int(mix64(torch.tensor([pr.instance_seed * 1_000_003 + 17]))[0])
-        rotated = pr.rotated or pr.family == "h3"
         d = pr.embed * self.T if rotated else self.T
         to = {"device": self.device, "dtype": self.dtype}
         self.u = None
@@ -267,27 +271,25 @@ class HardChain(Problem):
 
     # ----------------------------------------------------------------------------- F
     def _coords(self, y):
-        """z = y / lam; the chain coordinates u (h3: U^T rho(z)) and rho's scale."""
+        """z = y / lam; the chain coordinates u (rotated: U^T rho(z)) and rho's scale."""
         z = y / self.lam
-        if self.fam == "h3":
-            s = torch.sqrt(1 + z.square().sum(-1, keepdim=True) / self.radius ** 2)
-            return z, (z / s) @ self.u, s
-        return z, (z @ self.u if self.u is not None else z), None
+        if self.u is None:
+            return z, z, None
+        s = torch.sqrt(1 + z.square().sum(-1, keepdim=True) / self.radius ** 2)
+        return z, (z / s) @ self.u, s
 
     def _lift(self, z, gu, s):
-        """d(chain term)/dz from d/du (and h3's rho and coercive term)."""
+        """d/dz of the chain term (and, rotated, of rho and the coercive term) from d/du."""
         if self.u is None:
             return gu
         w = gu @ self.u.T
-        if self.fam != "h3":
-            return w
         zw = (z * w).sum(-1, keepdim=True)
         return w / s - z * zw / (self.radius ** 2 * s ** 3) + z / 5
 
     def F(self, y: torch.Tensor) -> torch.Tensor:
         z, u, _ = self._coords(y)
         value = chain(u, grad=False)[0]
-        if self.fam == "h3":
+        if self.u is not None:
             value = value + z.square().sum(-1) / 10
         return self.a * value
 
@@ -302,10 +304,10 @@ class HardChain(Problem):
             zeta = normals(self.key, ids, self.dim_y).to(y).mean(0) / math.sqrt(self.dim_y)
             return self.grad_F(y) + self.noise * zeta
         xi = (uniforms(self.key, ids) < self.p).to(y).mean()          # one Bernoulli(p) per sample
-        z, u, _ = self._coords(y)
+        z, u, s = self._coords(y)
         gu = chain(u)[1]
         gu = gu * (1 + reveal_weight(u, self.fam) * (xi / self.p - 1))
-        return (self.a / self.lam) * self._lift(z, gu, None)
+        return (self.a / self.lam) * self._lift(z, gu, s)
 
     # ------------------------------------------------------------------ objectives
     def g(self, x, y, idx: Index = None):

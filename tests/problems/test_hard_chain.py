@@ -89,7 +89,7 @@ def test_gradient_stays_above_the_level_until_the_chain_is_done(kw):
         prob = build(level=level, T0=3, **kw)
         y = rand(3000, prob.dim_y, seed=level, scale=3 * prob.lam)
         u = prob._coords(y)[1]
-        keep = u[:, -1].abs() < (0.5 if kw["family"] == "h3" else 1.0)
+        keep = u[:, -1].abs() < (0.5 if prob.u is not None else 1.0)
         assert int(keep.sum()) > 100
         assert float(prob.grad_F(y[keep]).square().sum(1).min()) > 4 * prob.eps
     done = build(family="h1", T0=3)
@@ -190,3 +190,18 @@ def test_finite_sum_methods_skip_streams():
         skip, why = solver.skip(info)
         assert skip and "stream" in why
     assert Saba().skip({"streaming": False})[0] is False
+
+
+@pytest.mark.parametrize("family", ["h1", "h2"])
+def test_rotated_families_have_no_flat_exit_far_out(family):
+    """A rotation alone would leave F_T's far field: at y = lam U (M 1) every chain coordinate is
+    large and grad F_T ~ exp(-M^2 / 2) ~ 0, a stationary point found without revealing the chain
+    (a non-zero-respecting method's random walk gets there). The coercive embedding (rho and
+    ||z||^2 / 10) makes the gradient there large, and the chain beyond rho's radius unreachable."""
+    prob = build(family=family, level=2, T0=3, rotated=True)
+    for m in (5.0, 50.0, 500.0):
+        y = prob.lam * (prob.u @ torch.full((prob.T,), m, dtype=D64))
+        assert float(prob.grad_F(y).square().sum()) > 4 * prob.eps
+        # on the chain alone (what a rotation-only embedding would give) the point is stationary
+        flat = float(chain(torch.full((prob.T,), m, dtype=D64))[1].square().sum()) * (prob.a / prob.lam) ** 2
+        assert m < 50 or flat < prob.eps
