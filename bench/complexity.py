@@ -196,8 +196,14 @@ def load(name: str, scale: str = "cpu") -> Plan:
                 _number(raw.get("max_extend", 3), f"{where}.max_extend", 0, integer=True))
 
 
+def level_params(fam: Family, level: int):
+    """The family's problem parameters at a level (eps, ratio, T and p come from them)."""
+    from problems.hard_chain import HardChainParams
+    return HardChainParams(**{**fam.params, "level": level})
+
+
 def _ratio(fam: Family, level: int) -> float:
-    return 10.0 ** (-level / 4)
+    return level_params(fam, level).ratio
 
 
 def values(entry: SolverEntry, offsets: dict, ratio: float) -> dict:
@@ -268,13 +274,12 @@ class Track:
 
 
 def fam_eps(fam: Family, level: int) -> float:
-    return float(fam.params.get("eps0", 1e-2)) * _ratio(fam, level)
+    return level_params(fam, level).eps
 
 
 def floor(fam: Family, level: int) -> float:
     """The lower-bound scaling T_k / p_k of the level (NaN for h3, which has none)."""
-    from problems.hard_chain import HardChainParams
-    p = HardChainParams(**{**fam.params, "level": level})
+    p = level_params(fam, level)
     return p.T / p.p if p.family != "h3" else math.nan
 
 
@@ -401,10 +406,10 @@ class Complexity:
                     score(self.store, e, eps)
 
     def _go(self, execute, live: list[Track], level: int, title: str) -> None:
-        execute([s for t in live for e in t.stage1[level].values() if not e.n for s in e.specs], title)
-        for t in live:
-            for e in t.stage1[level].values():
-                score(self.store, e, fam_eps(t.family, level))
+        new = [(t, e) for t in live for e in t.stage1[level].values() if not e.n]
+        execute([s for _, e in new for s in e.specs], title)
+        for t, e in new:                                 # the others were scored already
+            score(self.store, e, fam_eps(t.family, level))
 
     def _centre(self, t: Track, level: int) -> tuple:
         """Level 0: the suite's constants; then the previous best, moved along the trend of the two
@@ -479,18 +484,19 @@ def level_n(evals: list[Eval], pick=None) -> float:
 def fit_slope(fam: Family, per: dict[int, list[Eval]]) -> dict:
     """Least-squares slope of log N on log(1/eps) over the fit window, its bootstrap interval and
     the local slopes (module docstring)."""
-    reached = sorted(k for k, ev in per.items() if math.isfinite(level_n(ev)))
+    n = {k: level_n(ev) for k, ev in per.items()}
+    logx = {k: math.log(1 / fam_eps(fam, k)) for k in per}          # once, not per resample
+    reached = sorted(k for k in per if math.isfinite(n[k]))
     window = [k for k in reached if fam.fit[0] <= k <= fam.fit[1]]
-    local = []
-    for a, b in zip(reached, reached[1:]):
-        local.append(f"{a}-{b}:{_slope([a, b], [level_n(per[a]), level_n(per[b])], fam):.2f}")
+    local = [f"{a}-{b}:{_slope([logx[a], logx[b]], [n[a], n[b]]):.2f}" for a, b in zip(reached, reached[1:])]
     out = {"fit_levels": " ".join(map(str, window)), "levels_reached": len(reached),
            "local_slopes": " ".join(local), "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan,
            "fit_from": fam_eps(fam, window[0]) if window else math.nan,
            "fit_to": fam_eps(fam, window[-1]) if window else math.nan}
     if len(window) < 3:
         return out
-    out["slope"] = _slope(window, [level_n(per[k]) for k in window], fam)
+    xs = [logx[k] for k in window]
+    out["slope"] = _slope(xs, [n[k] for k in window])
     rng = np.random.default_rng(0)
     boots = []
     for _ in range(BOOT):
@@ -498,12 +504,10 @@ def fit_slope(fam: Family, per: dict[int, list[Eval]]) -> dict:
         for k in window:
             picks = [rng.integers(0, len(e.n), len(e.n)) for e in per[k]]
             ns.append(level_n(per[k], picks))
-        boots.append(_slope(window, ns, fam) if all(math.isfinite(n) for n in ns) else math.inf)
+        boots.append(_slope(xs, ns) if all(math.isfinite(v) for v in ns) else math.inf)
     out["ci_low"], out["ci_high"] = (float(np.quantile(boots, q)) for q in (0.025, 0.975))
     return out
 
 
-def _slope(levels: list[int], ns: list[float], fam: Family) -> float:
-    x = np.log([1 / fam_eps(fam, k) for k in levels])
-    y = np.log(ns)
-    return float(np.polyfit(x, y, 1)[0])
+def _slope(logx: list[float], ns: list[float]) -> float:
+    return float(np.polyfit(logx, np.log(ns), 1)[0])

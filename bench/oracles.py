@@ -140,8 +140,7 @@ class Oracles:
         outer_gen = torch.Generator(device=generator.device)
         outer_gen.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
         self._inner = BlockSampler(problem.n_inner, generator)
-        streaming = getattr(problem, "streaming", False)
-        self._outer = StreamSampler(outer_gen) if streaming else BlockSampler(problem.n_outer, outer_gen)
+        self._outer = StreamSampler(outer_gen) if problem.streaming else BlockSampler(problem.n_outer, outer_gen)
         for kind in DERIVATIVES:         # the problem's pieces, bound once (analytic or derived)
             setattr(self, "_" + kind, getattr(problem, kind))
         self._analytic_rows = {kind: _trusted_per_sample(type(problem), kind) for kind in PER_SAMPLE_KINDS}
