@@ -22,8 +22,9 @@ hyperparameters chosen per level as the theorems choose them:
   that never hits is inf).
 * Stage 2 (removes the optimism of picking the best of noisy medians): per level, the stage-1
   best and its two best grid neighbours on ``fresh_seeds``; the level's N is the smallest
-  median over the three. The ``theory`` variant freezes the level-0 constants at every level
-  (the theory's schedule with one tuned constant) on the same fresh seeds.
+  median over the three (cap 2 ``cap_factor`` x the stage-1 best). The ``theory`` variant freezes
+  the level-0 constants at every level (the theory's schedule with one tuned constant) on the
+  same fresh seeds, with a cap of ``cap_factor`` x the stage-1 best (a miss there is a finding).
 * Slope: least squares of log N on log(1/eps) over the levels of the ``fit`` window that were
   reached; a 95% interval from 2000 bootstrap resamples of the stage-2 seeds (per configuration
   and level); local slopes between neighbouring levels.
@@ -394,9 +395,9 @@ class Complexity:
                         and math.isfinite(e.median)][:2]
                 cap = round_cap(2 * p.cap_factor * ranked[0].median)
                 t.stage2[level] = [t.spec_list(level, e.offsets, p.fresh_seeds, cap) for e in [ranked[0], *near]]
-                if t.best:
-                    first = t.best[min(t.best)]
-                    t.theory[level] = t.spec_list(level, first, p.fresh_seeds, cap)
+                # the frozen level-0 constants often miss at deep levels: cap_factor x the tuned best
+                t.theory[level] = t.spec_list(level, t.best[min(t.best)], p.fresh_seeds,
+                                              round_cap(p.cap_factor * ranked[0].median))
                 specs += [s for e in t.stage2[level] for s in e.specs] + t.theory[level].specs
         execute(specs, "stage 2 (fresh seeds) and theory variant")
         for t in self.tracks:

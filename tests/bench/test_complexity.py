@@ -82,9 +82,12 @@ def test_grid_search_finds_the_closed_form_optimum(tmp_path, monkeypatch):
     assert t.theory[2].offsets == (0,)                                        # level-0 constant, frozen
     slopes = job.slopes_table().set_index("variant")
     assert slopes.loc["tuned", "slope"] == pytest.approx(2.0)                 # N ~ 10^(k/2) = eps^-2
-    frozen = [1000, 1000 * 10 ** 0.5 * 8, 1000 * 10 * 8]                   # offset 0 at every level
-    x = [k * math.log(10) / 4 for k in range(3)]
-    assert slopes.loc["theory", "slope"] == pytest.approx(np.polyfit(x, np.log(frozen), 1)[0])
+    best = {k: 1000 * 10 ** (k / 2) for k in range(3)}
+    assert t.stage2[2][0].cap == cx.round_cap(8 * best[2])                   # 2 cap_factor x best
+    assert t.theory[2].cap == cx.round_cap(4 * best[2])                      # cap_factor x best
+    # offset 0 costs 8 x best at levels 1 and 2: over the theory cap, so a miss (not a slope)
+    assert [t.theory[k].median for k in range(3)] == [best[0], math.inf, math.inf]
+    assert slopes.loc["theory", "levels_reached"] == 1 and math.isnan(slopes.loc["theory", "slope"])
 
 
 def test_values_apply_the_theory_scaling_and_round_integers():
