@@ -30,7 +30,8 @@ hyperparameters chosen per level as the theorems choose them:
   and level); local slopes between neighbouring levels.
 
 Outputs (``<results-dir>/<suite>/``): ``complexity_runs.csv`` (one row per configuration, level,
-stage: constants, values, seeds, hits, median N, cap) and ``slopes.csv``; figures
+stage: constants, values, seeds, hits, median N, cap), ``slopes.csv`` and ``leaderboard.csv``
+(one row per family and solver, the leaderboards' key columns with both variants' slopes); figures
 ``complexity-<family>`` (bench/plots.py). Every run goes through the store: an interrupted
 invocation resumes, and caps are derived from stored results, so a rerun plans the same runs.
 """
@@ -318,7 +319,8 @@ class Complexity:
         from bench import plots, publish as pub
         runs, slopes = self.runs_table(), self.slopes_table()
         wrote = []
-        for name, frame in (("complexity_runs", runs), ("slopes", slopes), ("environment", self.environment())):
+        for name, frame in (("complexity_runs", runs), ("slopes", slopes), ("leaderboard", leaderboard(runs, slopes)),
+                            ("environment", self.environment())):
             pub.write_csv(frame, tables / f"{name}.csv")
             wrote.append(str(tables / f"{name}.csv"))
         if figures is not None:
@@ -357,28 +359,16 @@ class Complexity:
         levels = sorted({k for t in self.tracks for k in t.family.levels})
         for level in levels:
             live = [t for t in self.tracks if level in t.family.levels and t.stopped is None]
-            # A: the centre, with a cap from the previous level
             for t in live:
-                centre = self._centre(t, level)
-                t.stage1[level] = {centre: t.spec_list(level, centre, p.seeds, self._first_cap(t, level))}
-            self._go(execute, live, level, f"level {level}: centres")
-            # B, C: the neighbourhood of the best, recentred while the best is on its edge
-            for round_ in range(p.max_extend + 1):
-                todo = []
-                for t in live:
-                    best = self._best(t, level)
-                    if best is None and round_:
-                        continue
-                    centre = best.offsets if best is not None else self._centre(t, level)
-                    cap = round_cap(p.cap_factor * best.median) if best is not None else \
-                        self._first_cap(t, level)
-                    for off in t.neighbours(centre):
-                        if off not in t.stage1[level]:
-                            t.stage1[level][off] = t.spec_list(level, off, p.seeds, cap)
-                            todo.append(t)
+                t.stage1[level] = {}
+            # the trend's centre first; where nothing around it hits, the previous best's (no trend)
+            for trend in (True, False):
+                todo = [t for t in live if self._best(t, level) is None
+                        and (trend or self._centre(t, level, False) != self._centre(t, level))]
                 if not todo:
                     break
-                self._go(execute, live, level, f"level {level}: grid" + (f" (recentred {round_})" if round_ else ""))
+                self._search(execute, [(t, self._centre(t, level, trend)) for t in todo], level,
+                             "" if trend else " (no trend)")
             for t in live:
                 best = self._best(t, level)
                 if best is None:
@@ -406,20 +396,45 @@ class Complexity:
                 for e in [*t.stage2[level], t.theory[level]]:
                     score(self.store, e, eps)
 
+    def _search(self, execute, pairs: list[tuple[Track, tuple]], level: int, note: str) -> None:
+        """A: each track's centre with a cap from the previous level; B, C: the neighbourhood of
+        the best, recentred while the best is on its edge."""
+        p, live = self.plan, [t for t, _ in pairs]
+        for t, centre in pairs:
+            if centre not in t.stage1[level]:
+                t.stage1[level][centre] = t.spec_list(level, centre, p.seeds, self._first_cap(t, level))
+        self._go(execute, live, level, f"level {level}: centres{note}")
+        for round_ in range(p.max_extend + 1):
+            todo = []
+            for t, first in pairs:
+                best = self._best(t, level)
+                if best is None and round_:
+                    continue
+                centre = best.offsets if best is not None else first
+                cap = round_cap(p.cap_factor * best.median) if best is not None else self._first_cap(t, level)
+                for off in t.neighbours(centre):
+                    if off not in t.stage1[level]:
+                        t.stage1[level][off] = t.spec_list(level, off, p.seeds, cap)
+                        todo.append(t)
+            if not todo:
+                break
+            self._go(execute, live, level,
+                     f"level {level}: grid{note}" + (f" (recentred {round_})" if round_ else ""))
+
     def _go(self, execute, live: list[Track], level: int, title: str) -> None:
         new = [(t, e) for t in live for e in t.stage1[level].values() if not e.n]
         execute([s for _, e in new for s in e.specs], title)
         for t, e in new:                                 # the others were scored already
             score(self.store, e, fam_eps(t.family, level))
 
-    def _centre(self, t: Track, level: int) -> tuple:
+    def _centre(self, t: Track, level: int, trend: bool = True) -> tuple:
         """Level 0: the suite's constants; then the previous best, moved along the trend of the two
-        previous bests (the optimum of a constant often drifts steadily with eps)."""
+        previous bests (the optimum of a constant often drifts steadily with eps) unless not trend."""
         done = sorted(k for k in t.best if k < level)
         if not done:
             return tuple(0 for _ in t.grid)
         b = t.best[done[-1]]
-        if len(done) == 1:
+        if len(done) == 1 or not trend:
             return b
         a, r = t.best[done[-2]], (level - done[-1]) / (done[-1] - done[-2])
         return tuple(int(round(y + (y - x) * r)) for x, y in zip(a, b))
@@ -471,6 +486,31 @@ class Complexity:
                 rows.append({"family": t.family.label, "solver": t.solver.label, "variant": variant,
                              "theory": t.solver.theory, **fit_slope(t.family, per)})
         return pd.DataFrame(rows, columns=list(SLOPE_COLUMNS))
+
+
+def leaderboard(runs: pd.DataFrame, slopes: pd.DataFrame) -> pd.DataFrame:
+    """The suite's leaderboard: one row per (family, solver) in the leaderboards' key columns
+    (problem = the family's label), with both variants' slopes from slopes.csv and the tuned
+    stage-2 N at the deepest level reached."""
+    chosen = runs[(runs.stage == 2) & (runs.variant == "tuned")]
+    rows = []
+    for (family, solver), group in slopes.groupby(["family", "solver"], sort=False):
+        row = {"problem": family, "solver": solver, "problem_name": "hard-chain",
+               "kind": runs.loc[runs.family == family, "kind"].iloc[0], "main_metric": "grad_norm_sq",
+               "theory": group.theory.iloc[0]}
+        for r in group.itertuples():
+            pre = "" if r.variant == "tuned" else "theory_variant_"
+            row.update({f"{pre}slope": r.slope, f"{pre}slope_ci_low": r.ci_low, f"{pre}slope_ci_high": r.ci_high,
+                        f"{pre}fit_levels": r.fit_levels, f"{pre}levels_reached": r.levels_reached})
+        mine = chosen[(chosen.family == family) & (chosen.solver == solver)]
+        level_n_ = mine.groupby("level")["median"].min()
+        level_n_ = level_n_[np.isfinite(level_n_)]
+        deepest = level_n_.index.max() if len(level_n_) else None
+        row.update({"deepest_level": deepest,
+                    "eps_at_deepest": mine.loc[mine.level == deepest, "eps"].iloc[0] if deepest is not None else None,
+                    "samples_at_deepest": level_n_.get(deepest) if deepest is not None else None})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def level_n(evals: list[Eval], pick=None) -> float:

@@ -90,6 +90,32 @@ def test_grid_search_finds_the_closed_form_optimum(tmp_path, monkeypatch):
     assert slopes.loc["theory", "levels_reached"] == 1 and math.isnan(slopes.loc["theory", "slope"])
 
 
+def test_search_falls_back_to_the_previous_best_when_the_trend_overshoots(tmp_path, monkeypatch):
+    """opt = 0, 2, 2: level 2's trend centre is 2 + (2 - 0) = 4, and at level 2 only the optimum
+    itself hits (steps too large diverge: MRBO on h1 in the first run). Nothing around 4 hits, so
+    the search restarts from the previous best (no trend) instead of stopping the track."""
+    text = SMOKE.replace("max_extend = 1", "max_extend = 2").replace('name = "stocbio"', 'name = "stocbio"\nfamilies = []')
+    plan = cx.load(suite_file(tmp_path, text))
+    plan.solvers = plan.solvers[:1]
+    job = cx.Complexity.build(plan, Store(tmp_path / "runs"))
+    opt, width = {0: 0, 1: 2, 2: 2}, {0: 3, 1: 3, 2: 0}
+
+    def fake_score(store, ev, eps):
+        level = round(-4 * math.log10(eps / 1e-2))
+        d = abs(ev.offsets[0] - opt[level])
+        n = 1000 * 10 ** (level / 2) * 2.0 ** d if d <= width[level] else math.inf
+        ev.n = [n if n <= ev.cap else math.inf] * len(ev.specs)
+    monkeypatch.setattr(cx, "score", fake_score)
+    batches = []
+    job.run(lambda specs, title: batches.append(title))
+    t = job.tracks[0]
+    assert t.stopped is None and t.best == {0: (0,), 1: (2,), 2: (2,)}
+    assert sorted(t.stage1[2]) == [(1,), (2,), (3,), (4,), (5,)]          # trend 3-5, then 1-3
+    assert "level 2: centres (no trend)" in batches and not any("no trend" in b for b in batches[:-3])
+    assert t.stage1[2][(2,)].cap == cx.round_cap(4 * 1000 * 10 ** 0.5 * 10 ** (2.5 / 4))   # the level's first cap
+    assert t.edge[2] is False
+
+
 def test_values_apply_the_theory_scaling_and_round_integers():
     entry = cx.SolverEntry("s", "soba", {"inner_lr": 1.0}, {"outer_lr": 0.05, "batch_size": 16},
                            {"batch_size": -1}, ["outer_lr", "batch_size"], None, "2")
@@ -164,6 +190,20 @@ def test_smoke_suite_end_to_end_and_resumable(tmp_path, capsys):
     assert list(slopes.columns) == list(cx.SLOPE_COLUMNS) and list(runs.columns) == list(cx.RUN_COLUMNS)
     assert sorted(slopes.solver.unique()) == ["soba", "stocbio"] and len(slopes) == 4
     assert (plots / "cxsmoke" / "complexity-h1.png").is_file()
+    # the leaderboard's family rows carry the same slopes and the stage-2 N at the deepest level
+    board = pd.read_csv(res / "cxsmoke" / "leaderboard.csv").set_index("solver")
+    assert sorted(board.index) == ["soba", "stocbio"] and set(board.problem) == {"h1"}
+    for r in slopes.itertuples():
+        pre = "" if r.variant == "tuned" else "theory_variant_"
+        for col, v in ((f"{pre}slope", r.slope), (f"{pre}slope_ci_low", r.ci_low),
+                       (f"{pre}levels_reached", r.levels_reached)):
+            got = board.loc[r.solver, col]
+            assert (np.isnan(got) and np.isnan(v)) or got == pytest.approx(v)
+    for solver, row in board.iterrows():
+        tuned = runs[(runs.solver == solver) & (runs.stage == 2) & (runs.variant == "tuned")]
+        reached = tuned[np.isfinite(tuned["median"])]
+        assert row.deepest_level == reached.level.max()
+        assert row.samples_at_deepest == reached[reached.level == reached.level.max()]["median"].min()
     stage1 = runs[runs.stage == 1]
     assert set(stage1.level) == {0, 1, 2} and (stage1.groupby(["solver", "level"]).chosen.sum() == 1).all()
     # N is samples_total at the first checkpoint with grad_norm_sq <= eps, read back from a run
@@ -175,7 +215,7 @@ def test_smoke_suite_end_to_end_and_resumable(tmp_path, capsys):
     assert main(args) == 0                                  # resumable: nothing new to run
     assert len(Store(res).run_ids()) == n_runs
     # publish replays the protocol from the store: the same tables, nothing run
-    before = {f: (res / "cxsmoke" / f).read_text() for f in ("slopes.csv", "complexity_runs.csv")}
+    before = {f: (res / "cxsmoke" / f).read_text() for f in ("slopes.csv", "complexity_runs.csv", "leaderboard.csv")}
     assert main(["publish", "--suite", path, "--results-dir", str(res), "--plots-dir", str(tmp_path / "p2")]) == 0
     assert {f: (res / "cxsmoke" / f).read_text() for f in before} == before
     assert len(Store(res).run_ids()) == n_runs
