@@ -30,3 +30,17 @@ def write_suite(tmp_path):
         path.write_text(text)
         return str(path)
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason, where torch sees no CUDA device."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False); "
+                                   "run on a GPU machine: bash benchmarks/gpu_check.sh")
+    for item in marked:
+        item.add_marker(skip)
