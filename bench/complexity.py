@@ -63,7 +63,7 @@ BOOT = 2000
 RUN_COLUMNS = ("family", "kind", "solver", "level", "eps", "floor", "stage", "variant", "offsets", "params",
                "seeds", "hits", "median", "q25", "q75", "cap", "chosen", "edge")
 SLOPE_COLUMNS = ("family", "solver", "variant", "theory", "slope", "ci_low", "ci_high", "fit_from",
-                 "fit_to", "fit_levels", "levels_reached", "local_slopes")
+                 "fit_to", "fit_levels", "levels_reached", "local_slopes", "floor_slope", "n_over_floor")
 
 
 def is_complexity(name: str) -> bool:
@@ -524,7 +524,9 @@ def level_n(evals: list[Eval], pick=None) -> float:
 
 def fit_slope(fam: Family, per: dict[int, list[Eval]]) -> dict:
     """Least-squares slope of log N on log(1/eps) over the fit window, its bootstrap interval and
-    the local slopes (module docstring)."""
+    the local slopes (module docstring); the lower bound's floor T/p over the same window: its
+    slope and N / floor per level (where N / floor falls towards a constant, the measured slope
+    approaches the floor's from below: the approach to the bound, not a faster rate)."""
     n = {k: level_n(ev) for k, ev in per.items()}
     logx = {k: math.log(1 / fam_eps(fam, k)) for k in per}          # once, not per resample
     reached = sorted(k for k in per if math.isfinite(n[k]))
@@ -534,10 +536,13 @@ def fit_slope(fam: Family, per: dict[int, list[Eval]]) -> dict:
            "local_slopes": " ".join(local), "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan,
            "fit_from": fam_eps(fam, window[0]) if window else math.nan,
            "fit_to": fam_eps(fam, window[-1]) if window else math.nan}
+    floors = {k: floor(fam, k) for k in window}
+    out["n_over_floor"] = " ".join(f"{k}:{n[k] / floors[k]:.2f}" for k in window if math.isfinite(floors[k]))
     if len(window) < 3:
-        return out
+        return {**out, "floor_slope": math.nan}
     xs = [logx[k] for k in window]
     out["slope"] = _slope(xs, [n[k] for k in window])
+    out["floor_slope"] = _slope(xs, [floors[k] for k in window]) if out["n_over_floor"] else math.nan
     rng = np.random.default_rng(0)
     boots = []
     for _ in range(BOOT):

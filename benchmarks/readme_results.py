@@ -79,12 +79,18 @@ def render_complexity(folder: Path = ROOT / "results" / "complexity") -> str:
     slopes = pd.read_csv(folder / "slopes.csv", keep_default_na=False, na_values=[""])
     env = pd.read_csv(folder / "environment.csv")
     field = lambda name: " ".join(env.loc[env.field == name, "value"].astype(str))  # noqa: E731
-    lines = [f"Made by `python -m bench run --suite complexity` at commit {field('git_commit')} on the 2-core "
-             f"CPU reference machine ({field('run wall seconds (sum)')} s of run wall time summed over "
-             f"runs, runs between {field('runs between').replace('T', ' ')}); "
-             "`python benchmarks/readme_results.py` wrote this block from `results/complexity/*.csv`.", "",
+    first, _, last = field("runs between").partition(" and ")
+    span = (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds() / 60 if last else math.nan
+    lines = [f"Made by `python -m bench run --suite complexity` (cpu scale, `--jobs 2`) at commit(s) "
+             f"{field('git_commit')} on the 2-core CPU reference machine: its runs span {span:.0f} min from the "
+             f"first start to the last end ({first.replace('T', ' ')} to {last.replace('T', ' ')}; "
+             f"{field('run wall seconds (sum)')} s of run wall time summed over runs). "
+             "`python benchmarks/readme_results.py` wrote this block from `results/complexity/*.csv`; "
+             "floor: the lower bound's T/p (none on h3), its slope over the same levels, and N / floor per "
+             "level of the window.", "",
              "| family | solver | variant | theory | measured slope [95% interval] | fit levels | "
-             "levels reached | theory inside the interval |", "|---|---|---|---|---|---|---|---|"]
+             "levels reached | theory inside the interval | floor slope | N / floor over the window |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in slopes.itertuples():
         inside = "-"
         try:
@@ -94,7 +100,8 @@ def render_complexity(folder: Path = ROOT / "results" / "complexity") -> str:
         except ValueError:
             pass
         lines.append(f"| {r.family} | {r.solver} | {r.variant} | {r.theory} | {_num(r.slope)} "
-                     f"[{_num(r.ci_low)}, {_num(r.ci_high)}] | {r.fit_levels} | {r.levels_reached} | {inside} |")
+                     f"[{_num(r.ci_low)}, {_num(r.ci_high)}] | {r.fit_levels} | {r.levels_reached} | {inside} | "
+                     f"{_num(r.floor_slope)} | {r.n_over_floor if isinstance(r.n_over_floor, str) else '-'} |")
     return "\n".join(lines)
 
 

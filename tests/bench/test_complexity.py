@@ -138,6 +138,12 @@ def test_slope_and_interval_on_exact_and_noisy_power_laws():
     assert out["slope"] == pytest.approx(1.5) and out["ci_low"] == pytest.approx(1.5)
     assert out["ci_high"] == pytest.approx(1.5) and out["fit_levels"] == "3 4 5 6 7 8"
     assert out["local_slopes"].split()[0] == "0-1:1.50"
+    assert out["n_over_floor"] == " ".join(f"{k}:{5 * eps[k] ** -1.5 / cx.floor(fam, k):.2f}" for k in range(3, 9))
+    # N = 3 x the floor T/p (h1: T ~ 1/eps rounded up, p ~ eps): the floor's slope, ratio 3 everywhere
+    at_floor = {k: evals([[3 * cx.floor(fam, k)] * 10]) for k in range(9)}
+    out = cx.fit_slope(fam, at_floor)
+    assert out["slope"] == pytest.approx(out["floor_slope"]) and out["floor_slope"] == pytest.approx(2, abs=0.02)
+    assert out["n_over_floor"] == "3:3.00 4:3.00 5:3.00 6:3.00 7:3.00 8:3.00"
     rng = np.random.default_rng(1)
     noisy = {k: evals([list(5 * eps[k] ** -2.0 * rng.lognormal(0, 0.3, 10))]) for k in range(9)}
     out = cx.fit_slope(fam, noisy)
