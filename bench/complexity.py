@@ -458,7 +458,8 @@ class Complexity:
         for t in self.tracks:
             def row(level, e, stage, variant, chosen=False):
                 edge = bool(chosen and stage == 1 and t.edge.get(level))
-                q25, q75 = np.quantile(e.n, [0.25, 0.75]) if e.n else (math.nan, math.nan)
+                with np.errstate(invalid="ignore"):     # inf - inf between two seeds that missed
+                    q25, q75 = np.quantile(e.n, [0.25, 0.75]) if e.n else (math.nan, math.nan)
                 rows.append({"family": t.family.label, "kind": t.family.params.get("family", "h1"),
                              "solver": t.solver.label, "level": level,
                              "eps": fam_eps(t.family, level), "floor": floor(t.family, level),
@@ -551,7 +552,9 @@ def fit_slope(fam: Family, per: dict[int, list[Eval]]) -> dict:
             picks = [rng.integers(0, len(e.n), len(e.n)) for e in per[k]]
             ns.append(level_n(per[k], picks))
         boots.append(_slope(xs, ns) if all(math.isfinite(v) for v in ns) else math.inf)
-    out["ci_low"], out["ci_high"] = (float(np.quantile(boots, q)) for q in (0.025, 0.975))
+    with np.errstate(invalid="ignore"):                 # inf - inf where resamples missed a level
+        qs = np.quantile(boots, (0.025, 0.975))
+    out["ci_low"], out["ci_high"] = (float(q) if not math.isnan(q) else math.inf for q in qs)
     return out
 
 

@@ -71,6 +71,31 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
     return "\n".join(lines)
 
 
+def expected(kind: str, theory: str) -> tuple:
+    """The exponent range a slope should meet on a family, from the solver's bound (theory) and the
+    family's lower bound: h1 (bounded variance) 2 for every method (the variance-reduced bounds assume
+    mean-squared smoothness, which h1 lacks); h2 from its lower bound 1.5 up to the solver's bound;
+    h3 (no lower bound) at most the solver's bound. (None, None) where the theory is not a number
+    (ESJ-S's "2 (x d)")."""
+    try:
+        bound = float(theory)
+    except ValueError:
+        return None, None
+    return {"h1": (2.0, 2.0), "h2": (1.5, bound), "h3": (0.0, bound)}.get(kind, (None, None))
+
+
+def ratios(text) -> list[float]:
+    """The N / floor values of a slopes.csv cell ("4:1.50 5:1.41 ...")."""
+    return [float(part.split(":")[1]) for part in text.split()] if isinstance(text, str) else []
+
+
+def trend(q: list[float]) -> str:
+    if len(q) < 2:
+        return "not measured"
+    word = "falls" if q[-1] < q[0] else "rises" if q[-1] > q[0] else "stays"
+    return f"{word} from {q[0]:.2f} to {q[-1]:.2f}"
+
+
 def render_complexity(folder: Path = ROOT / "results" / "complexity") -> str:
     """The complexity block: measured slopes next to the theory, from results/complexity/*.csv."""
     if not (folder / "slopes.csv").is_file():
@@ -88,20 +113,33 @@ def render_complexity(folder: Path = ROOT / "results" / "complexity") -> str:
              "`python benchmarks/readme_results.py` wrote this block from `results/complexity/*.csv`; "
              "floor: the lower bound's T/p (none on h3), its slope over the same levels, and N / floor per "
              "level of the window.", "",
-             "| family | solver | variant | theory | measured slope [95% interval] | fit levels | "
-             "levels reached | theory inside the interval | floor slope | N / floor over the window |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| family | solver | variant | theory (the solver's bound) | expected on this family | "
+             "measured slope [95% interval] | interval vs expected | fit levels | levels reached | floor slope | "
+             "N / floor over the window |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    kind = pd.read_csv(folder / "leaderboard.csv").drop_duplicates("problem").set_index("problem")["kind"]
+    verdicts = []
     for r in slopes.itertuples():
-        inside = "-"
-        try:
-            theory = float(str(r.theory).split()[0])
-            if math.isfinite(r.ci_low) and math.isfinite(r.ci_high):
-                inside = "yes" if r.ci_low <= theory <= r.ci_high else "no"
-        except ValueError:
-            pass
-        lines.append(f"| {r.family} | {r.solver} | {r.variant} | {r.theory} | {_num(r.slope)} "
-                     f"[{_num(r.ci_low)}, {_num(r.ci_high)}] | {r.fit_levels} | {r.levels_reached} | {inside} | "
+        low, high = expected(kind.get(r.family, ""), str(r.theory))
+        verdict = "-"
+        if low is not None and math.isfinite(r.ci_low):
+            verdict = "below" if r.ci_high < low else "above" if r.ci_low > high else "meets"
+        want = "-" if low is None else f"{low:g}" if low == high else f"{low:g} to {high:g}"
+        lines.append(f"| {r.family} | {r.solver} | {r.variant} | {r.theory} | {want} | {_num(r.slope)} "
+                     f"[{_num(r.ci_low)}, {_num(r.ci_high)}] | {verdict} | {r.fit_levels} | {r.levels_reached} | "
                      f"{_num(r.floor_slope)} | {r.n_over_floor if isinstance(r.n_over_floor, str) else '-'} |")
+        verdicts.append((verdict, r, ratios(r.n_over_floor)))
+    counts = {v: sum(1 for w, _, _ in verdicts if w == v) for v in ("meets", "below", "above")}
+    lines += ["", f"Rows that meet the expected exponent: {counts['meets']}; below it: {counts['below']}; above it: "
+              f"{counts['above']}."]
+    for verdict in ("below", "above"):
+        rows = [(r, q) for v, r, q in verdicts if v == verdict]
+        if rows:
+            lines.append(f"{verdict.capitalize()}: " + "; ".join(
+                f"{r.family} {r.solver} ({r.variant}), N / floor {trend(q)}" for r, q in rows) + ".")
+    floors = [v for _, _, q in verdicts for v in q]
+    if floors:
+        lines.append(f"Smallest N / floor over every window: {min(floors):.2f} (a zero-respecting method needs about "
+                     "T / p samples: below 1 would point at the sample counting).")
     return "\n".join(lines)
 
 

@@ -29,3 +29,32 @@ def test_complexity_block_matches_the_published_slopes():
     readme = (ROOT / "README.md").read_text()
     assert readme_results.block(readme, readme_results.C_START, readme_results.C_END) == \
         readme_results.render_complexity(), "README complexity block is stale: run python benchmarks/readme_results.py"
+
+
+def test_expected_exponents_follow_the_family_and_the_solver_bound():
+    """h1 (bounded variance): 2 for every method, the variance-reduced bound included (it assumes
+    mean-squared smoothness); h2: from its lower bound 1.5 up to the solver's bound; h3: at most the
+    bound; no number for ESJ-S's "2 (x d)"."""
+    ex = readme_results.expected
+    assert ex("h1", "1.5") == (2.0, 2.0) and ex("h1", "2") == (2.0, 2.0)
+    assert ex("h2", "1.5") == (1.5, 1.5) and ex("h2", "2") == (1.5, 2.0)
+    assert ex("h3", "1.5") == (0.0, 1.5) and ex("h1", "2 (x d)") == (None, None)
+    assert readme_results.ratios("4:1.50 5:1.41") == [1.5, 1.41] and readme_results.ratios(float("nan")) == []
+    assert readme_results.trend([3.0, 2.0]) == "falls from 3.00 to 2.00"
+
+
+def test_complexity_block_verdicts_match_the_slopes():
+    """Each row's verdict compares the slope's interval with the expected range."""
+    import pandas as pd
+    text = readme_results.render_complexity()
+    slopes = pd.read_csv(ROOT / "results" / "complexity" / "slopes.csv")
+    kind = pd.read_csv(ROOT / "results" / "complexity" / "leaderboard.csv").drop_duplicates("problem")
+    kind = kind.set_index("problem")["kind"]
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| h")]
+    assert len(rows) == len(slopes)
+    for cells, r in zip(rows, slopes.itertuples()):
+        low, high = readme_results.expected(kind[r.family], str(r.theory))
+        if low is None or not pd.notna(r.ci_low):
+            assert cells[6] == "-"
+        else:
+            assert cells[6] == ("below" if r.ci_high < low else "above" if r.ci_low > high else "meets")
