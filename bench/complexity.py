@@ -18,8 +18,9 @@ hyperparameters chosen per level as the theorems choose them:
   slope up to 2.5; level 0: ``first_cap``); then the 3^m - 1 grid neighbours with a cap of
   ``cap_factor`` x the best median N so far; when the best lies on the edge of what was
   evaluated, the neighbourhood is recentred on it (at most ``max_extend`` times; a best still on
-  the edge after that is flagged, column ``edge``). Score: the median N over the seeds (a seed
-  that never hits is inf).
+  the edge after that is flagged, column ``edge``). Where no configuration around the trend's
+  centre hits, the same search restarts from the previous level's best itself (no trend) before
+  the track stops. Score: the median N over the seeds (a seed that never hits is inf).
 * Stage 2 (removes the optimism of picking the best of noisy medians): per level, the stage-1
   best and its two best grid neighbours on ``fresh_seeds``; the level's N is the smallest
   median over the three (cap 2 ``cap_factor`` x the stage-1 best). The ``theory`` variant freezes
