@@ -1,5 +1,6 @@
 """The README's published-results blocks, generated from the committed results/all CSVs (and
-results/complexity, the complexity suite's slopes).
+results/complexity, the complexity suite's slopes; benchmarks/vs_benchopt.out.txt, the side by side
+with benchopt).
 
     python benchmarks/readme_results.py            # rewrite the block between the markers
     python benchmarks/readme_results.py --check    # exit 1 when the README's block is stale
@@ -21,6 +22,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 C_START, C_END = "<!-- complexity:start -->", "<!-- complexity:end -->"
+V_START, V_END = "<!-- vs-benchopt:start -->", "<!-- vs-benchopt:end -->"
+VS_OUT = ROOT / "benchmarks" / "vs_benchopt.out.txt"
 FIGURE = "plots/all/convergence-quad-benchopt-100.png"
 
 
@@ -143,6 +146,19 @@ def render_complexity(folder: Path = ROOT / "results" / "complexity") -> str:
     return "\n".join(lines)
 
 
+def render_vs_benchopt(path: Path = VS_OUT) -> str:
+    """The side-by-side block: the command line, machine, settings, table and load averages of the
+    committed output of benchmarks/vs_benchopt.py."""
+    if not path.is_file():
+        return "No side-by-side run is committed yet (`python benchmarks/vs_benchopt.py`, see its docstring)."
+    lines = path.read_text().splitlines()
+    head = lines[0].lstrip("# ").replace(" Do not edit: rerun the script.", "")
+    keep = [ln for ln in lines[1:] if ln.startswith(("machine:", "load average", "problem:", "|"))]
+    table = [ln for ln in keep if ln.startswith("|")]
+    text = [ln for ln in keep if not ln.startswith("|")]
+    return "\n".join([f"{head} Output: `{path.relative_to(ROOT)}`.", "", *(f"- {ln}" for ln in text), "", *table])
+
+
 def _tuning(board: pd.DataFrame) -> str:
     """One sentence on the search: configurations, rounds, edge flags."""
     if "tune_configs" not in board or board.tune_configs.isna().all():
@@ -177,13 +193,15 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if the README block is stale")
     args = ap.parse_args(argv)
     path = ROOT / "README.md"
-    readme, new, new_c = path.read_text(), render(), render_complexity()
+    readme = path.read_text()
+    blocks = [(render(), START, END), (render_complexity(), C_START, C_END),
+              (render_vs_benchopt(), V_START, V_END)]
     if args.check:
-        stale = block(readme) != new or block(readme, C_START, C_END) != new_c
+        stale = any(block(readme, a, b) != text for text, a, b in blocks)
         print("README results block is stale: run python benchmarks/readme_results.py" if stale else "up to date")
         return int(stale)
-    write_block(path, new)
-    write_block(path, new_c, C_START, C_END)
+    for text, a, b in blocks:
+        write_block(path, text, a, b)
     return 0
 
 

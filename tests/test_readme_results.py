@@ -58,3 +58,12 @@ def test_complexity_block_verdicts_match_the_slopes():
             assert cells[6] == "-"
         else:
             assert cells[6] == ("below" if r.ci_high < low else "above" if r.ci_low > high else "meets")
+
+
+def test_vs_benchopt_block_matches_its_committed_output():
+    readme = (ROOT / "README.md").read_text()
+    text = readme_results.render_vs_benchopt()
+    assert readme_results.block(readme, readme_results.V_START, readme_results.V_END) == text, \
+        "README vs-benchopt block is stale: run python benchmarks/readme_results.py"
+    table = [ln for ln in readme_results.VS_OUT.read_text().splitlines() if ln.startswith("|")]
+    assert table and all(ln in text for ln in table)
