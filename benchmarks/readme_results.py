@@ -24,6 +24,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 C_START, C_END = "<!-- complexity:start -->", "<!-- complexity:end -->"
 V_START, V_END = "<!-- vs-benchopt:start -->", "<!-- vs-benchopt:end -->"
 VS_OUT = ROOT / "benchmarks" / "vs_benchopt.out.txt"
+R_START, R_END = "<!-- ray:start -->", "<!-- ray:end -->"
+RAY_OUT = ROOT / "benchmarks" / "ray_speedup.out.txt"
 FIGURE = "plots/all/convergence-quad-benchopt-100.png"
 
 
@@ -146,14 +148,14 @@ def render_complexity(folder: Path = ROOT / "results" / "complexity") -> str:
     return "\n".join(lines)
 
 
-def render_vs_benchopt(path: Path = VS_OUT) -> str:
-    """The side-by-side block: the command line, machine, settings, table and load averages of the
-    committed output of benchmarks/vs_benchopt.py."""
+def render_output(path: Path) -> str:
+    """A block from a benchmark's committed output (benchmarks/vs_benchopt.py, ray_speedup.py): its
+    generated-by line, then its machine, command, settings and load-average lines, then its table."""
     if not path.is_file():
-        return "No side-by-side run is committed yet (`python benchmarks/vs_benchopt.py`, see its docstring)."
+        return f"No run is committed yet (`python benchmarks/{path.name.replace('.out.txt', '.py')}`)."
     lines = path.read_text().splitlines()
     head = lines[0].lstrip("# ").replace(" Do not edit: rerun the script.", "")
-    keep = [ln for ln in lines[1:] if ln.startswith(("machine:", "load average", "problem:", "|"))]
+    keep = [ln for ln in lines[1:] if ln.startswith(("machine:", "command:", "load average", "problem:", "|"))]
     table = [ln for ln in keep if ln.startswith("|")]
     text = [ln for ln in keep if not ln.startswith("|")]
     return "\n".join([f"{head} Output: `{path.relative_to(ROOT)}`.", "", *(f"- {ln}" for ln in text), "", *table])
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
     path = ROOT / "README.md"
     readme = path.read_text()
     blocks = [(render(), START, END), (render_complexity(), C_START, C_END),
-              (render_vs_benchopt(), V_START, V_END)]
+              (render_output(VS_OUT), V_START, V_END), (render_output(RAY_OUT), R_START, R_END)]
     if args.check:
         stale = any(block(readme, a, b) != text for text, a, b in blocks)
         print("README results block is stale: run python benchmarks/readme_results.py" if stale else "up to date")

@@ -60,10 +60,11 @@ def test_complexity_block_verdicts_match_the_slopes():
             assert cells[6] == ("below" if r.ci_high < low else "above" if r.ci_low > high else "meets")
 
 
-def test_vs_benchopt_block_matches_its_committed_output():
+def test_benchmark_output_blocks_match_their_committed_outputs():
     readme = (ROOT / "README.md").read_text()
-    text = readme_results.render_vs_benchopt()
-    assert readme_results.block(readme, readme_results.V_START, readme_results.V_END) == text, \
-        "README vs-benchopt block is stale: run python benchmarks/readme_results.py"
-    table = [ln for ln in readme_results.VS_OUT.read_text().splitlines() if ln.startswith("|")]
-    assert table and all(ln in text for ln in table)
+    r = readme_results
+    for path, start, end in ((r.VS_OUT, r.V_START, r.V_END), (r.RAY_OUT, r.R_START, r.R_END)):
+        text = r.render_output(path)
+        assert r.block(readme, start, end) == text, f"README block of {path.name} is stale: run {r.__file__}"
+        table = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+        assert table and all(ln in text for ln in table)
