@@ -46,7 +46,8 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}, ray {ray.__version__}")
     print(f"command: python {' '.join(COMMAND)} --executor E --jobs J --results-dir <fresh>")
     print("")
-    print("| executor | 1 worker | 2 workers | speed-up | load average (1, 5, 15 min) before -> after, 1 then 2 workers |")
+    print("| executor | 1 worker | 2 workers | speed-up | "
+          "load average (1, 5, 15 min) before -> after, 1 then 2 workers |")
     print("|---|---|---|---|---|")
     for executor in ("ray", "process"):
         (one, b1, a1), (two, b2, a2) = timed(executor, 1), timed(executor, 2)
