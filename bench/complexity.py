@@ -505,12 +505,12 @@ def leaderboard(runs: pd.DataFrame, slopes: pd.DataFrame) -> pd.DataFrame:
             row.update({f"{pre}slope": r.slope, f"{pre}slope_ci_low": r.ci_low, f"{pre}slope_ci_high": r.ci_high,
                         f"{pre}fit_levels": r.fit_levels, f"{pre}levels_reached": r.levels_reached})
         mine = chosen[(chosen.family == family) & (chosen.solver == solver)]
-        level_n_ = mine.groupby("level")["median"].min()
-        level_n_ = level_n_[np.isfinite(level_n_)]
-        deepest = level_n_.index.max() if len(level_n_) else None
+        n = mine.groupby("level")["median"].min()
+        n = n[np.isfinite(n)]                            # the levels reached
+        deepest = n.index.max() if len(n) else None
         row.update({"deepest_level": deepest,
                     "eps_at_deepest": mine.loc[mine.level == deepest, "eps"].iloc[0] if deepest is not None else None,
-                    "samples_at_deepest": level_n_.get(deepest) if deepest is not None else None})
+                    "samples_at_deepest": n.get(deepest) if deepest is not None else None})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -64,6 +64,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import suites  # noqa: E402
 from bench.profiling import cpu_count, cpu_model  # noqa: E402
 from bench.runner import execute  # noqa: E402
 from bench.spec import make_spec  # noqa: E402
@@ -71,7 +72,9 @@ from bench.spec import make_spec  # noqa: E402
 SOLVERS = ("saba", "srba", "soba")
 BENCHOPT_NAMES = {"saba": "SABA", "srba": "SRBA", "soba": "SOBA"}
 STEP_SIZE, OUTER_RATIO, BATCH, PERIOD_FRAC = 0.1, 1.0, 64, 0.5   # benchopt's defaults
-N_SAMPLES, INSTANCE_SEED = 1024, 2442
+# the quadratic suite's benchopt-sized instance, read from the suite file (one copy of its parameters)
+INSTANCE = next(p["params"] for p in suites.read("quadratic")["problems"] if p["label"] == "quad-benchopt-100")
+N_SAMPLES, INSTANCE_SEED = INSTANCE["n_inner"], INSTANCE["instance_seed"]
 TARGET = 1e-6                   # on grad_norm_sq (ours) and objective_value (benchopt's)
 PER_DECADE = 40
 EVAL_FREQ = 128                 # benchopt's default evaluation interval (steps); not passed
@@ -98,8 +101,7 @@ def bad_input(message: str):
 
 # ------------------------------------------------------------------------------ the settings
 def problem_params(size: int) -> dict:
-    return {"dim_x": size, "dim_y": size, "n_inner": N_SAMPLES, "n_outer": N_SAMPLES,
-            "construction": "benchopt", "instance_seed": INSTANCE_SEED}
+    return {**INSTANCE, "dim_x": size, "dim_y": size}
 
 
 def solver_params(solver: str) -> dict:
