@@ -216,26 +216,45 @@ class Oracles:
         self._count("hvp_cross", x, idx, self.n_inner)
         return self._hvp_cross(x, y, v, idx)
 
-    def per_sample(self, kind: str, x, y, idx: Index = None, v=None):
+    def per_sample(self, kind, x, y, idx: Index = None, v=None):
         """Per-sample values of the oracle piece ``kind`` at one point (1-D x, y), one row per sample.
 
         Row r is ``kind`` on the r-th sample of idx alone (as ``getattr(self, kind)(x, y[, v],
         slice(i, i + 1))``): a tensor, or a tuple of tensors for grad_g_xy, grad_f and
         hvp_cross, each with a leading dimension len(idx). ``v`` is the vector of hvp, cross and
         hvp_cross. Counted as len(idx) calls of one sample each (of the kind ``kind`` counts as).
+        ``kind`` may be a tuple of pieces on the same samples (all inner, or grad_f): then one
+        (len(idx), total width) tensor, the rows of each piece (of each item of a pair) side by
+        side in that order, counted as each piece is; a problem's analytic per_sample forms them
+        in one call (SABA's tables).
         """
-        if kind not in PER_SAMPLE_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(PER_SAMPLE_KINDS)}, got {kind!r}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        bad = [k for k in kinds if k not in PER_SAMPLE_KINDS]
+        if bad or not kinds:
+            raise ValueError(f"kind must be one of {', '.join(PER_SAMPLE_KINDS)} or a tuple of them, "
+                             f"got {bad[0] if bad else kind!r}")
+        outer = kinds[0] == "grad_f"
+        if any((k == "grad_f") != outer for k in kinds):
+            raise ValueError(f"kind {kind!r} mixes grad_f (outer samples) with inner pieces")
         if x.dim() != 1:
             raise ValueError("per_sample takes one point (1-D x and y)")
-        n = self.n_outer if kind == "grad_f" else self.n_inner
-        if idx is None and kind == "grad_f" and self.problem.streaming:
+        n = self.n_outer if outer else self.n_inner
+        if idx is None and outer and self.problem.streaming:
             raise ValueError("a streaming problem has no full batch: per_sample needs sample ids")
         m = batch_size_of(idx, n)
-        self.calls[COUNTED_AS[kind]] += m
-        self.samples[COUNTED_AS[kind]] += m
-        if self._analytic_rows[kind]:
+        for k in kinds:
+            self.calls[COUNTED_AS[k]] += m
+            self.samples[COUNTED_AS[k]] += m
+        if all(self._analytic_rows[k] for k in kinds):
             return self.problem.per_sample(kind, x, y, idx, v=v)
+        if not isinstance(kind, tuple):
+            return self._generic_rows(kind, x, y, idx, v, n)
+        outs = [self.problem.per_sample(k, x, y, idx, v=v) if self._analytic_rows[k]
+                else self._generic_rows(k, x, y, idx, v, n) for k in kinds]
+        return torch.cat([t for out in outs for t in (out if isinstance(out, tuple) else (out,))], 1)
+
+    def _generic_rows(self, kind: str, x, y, idx: Index, v, n: int):
+        """The rows of one piece by vmap of its one-sample call, or one call per sample. Not counted."""
         args = (x, y) if kind.startswith("grad") else (x, y, v)
         one = getattr(self, "_" + kind)
         rows = sample_rows(idx, n)

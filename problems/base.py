@@ -88,9 +88,12 @@ def register(cls: type) -> type:
 
 
 def take(t: torch.Tensor, idx: Index) -> torch.Tensor:
-    """Rows of a per-sample tensor selected by idx (None = all; slice = a view, no copy)."""
+    """Rows of a per-sample tensor selected by idx (None = all; slice = a view, no copy; a
+    LongTensor on t's device = index_select, several times faster on the CPU than t[idx])."""
     if idx is None:
         return t
+    if isinstance(idx, torch.Tensor) and idx.dtype == torch.long and idx.dim() == 1 and idx.device == t.device:
+        return t.index_select(0, idx)
     return t[idx]
 
 

@@ -128,6 +128,8 @@ class Quadratic(Problem):
                 o[k + "c"] = None if o[k] is None else torch.cat((o[k][:1] * 0, o[k].cumsum(0)))
             o = {k: None if t is None else t.to(**to) for k, t in o.items()}
             o.update(Hb=_blocks(o["H"], p), H0b=_blocks(o["H0"], p), lx=o["l"][:p], ly=o["l"][p:])
+            if o["Y"] is not None:      # (n, 2, .) views: the two rows of each sample
+                o.update(Y3=o["Y"].view(-1, 2, d), X3=o["X"].view(-1, 2, p))
             self._obj[h] = o
         self._masks: dict[int, tuple] = {}
         self.x0 = torch.full((p,), float(params.x0), **to)
@@ -140,8 +142,8 @@ class Quadratic(Problem):
         if isinstance(idx, slice) and idx.step in (None, 1):
             start, stop, _ = idx.indices(o["LY"].shape[0])
             return o["Y"][2 * start:2 * stop], o["X"][2 * start:2 * stop], (start, stop)
-        ys, xs = (take(o[k].view(-1, 2, o[k].shape[1]), idx) for k in ("Y", "X"))
-        return ys.reshape(-1, ys.shape[2]), xs.reshape(-1, xs.shape[2]), None
+        ys, xs = (take(o[k + "3"], idx).flatten(0, 1) for k in "YX")
+        return ys, xs, None
 
     @staticmethod
     def _lsum(o: dict, key: str, idx: Index, block) -> torch.Tensor:
@@ -238,39 +240,60 @@ class Quadratic(Problem):
     def hvp_cross(self, x, y, v, idx: Index = None):
         return self._second(v, idx, "hc")
 
-    def per_sample(self, kind: str, x, y, idx: Index = None, v=None):
+    def per_sample(self, kind, x, y, idx: Index = None, v=None):
         """Per-sample oracles (``Oracles.per_sample``): one row per sample of idx, no loop.
 
         Row i is the rank-one part of sample i plus the shared dense part and linear term, e.g.
         grad_y g_i = alpha_i (alpha_i.y) + w_i (u_i.x) + a_i (+ A0 y + C0^T x), H_i v =
-        alpha_i (alpha_i.v) (+ A0 v), J_i v = u_i (w_i.v) (+ C0 v): products of the (m, 2, .)
-        rows of Y and X with x, y or v. Without a per-sample part every row is the full-data value.
+        alpha_i (alpha_i.v) (+ A0 v), J_i v = u_i (w_i.v) (+ C0 v): the (m, 2, .) rows of Y and
+        X scaled by their products with x, y or v. Without a per-sample part every row is the
+        full-data value. A tuple of kinds returns one tensor, their rows side by side; the rows
+        of Y and X and their products with x, y, v are then formed once for all of them (one
+        call per SABA table; issue 15's first speed lever).
         """
-        h = "f" if kind == "grad_f" else "g"
-        o, n = self._obj[h], self.n_outer if h == "f" else self.n_inner
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        o = self._obj["f" if kinds[0] == "grad_f" else "g"]
         if o["Y"] is None:       # deterministic: every sample is the mean
-            args = (x, y) if kind.startswith("grad") else (x, y, v)
-            out, m = getattr(self, kind)(*args, None), batch_size_of(idx, n)
-            return tuple(t.expand(m, -1) for t in out) if isinstance(out, tuple) else out.expand(m, -1)
-        ys, xs = (take(o[k].view(n, 2, o[k].shape[1]), idx) for k in ("Y", "X"))      # (m, 2, .)
-        dense = o["H0b"]
-        if kind in ("hvp", "cross", "hvp_cross"):
-            sv = ys @ v                                         # (m, 2): [alpha.v, w.v]
-            hv = ys[:, 0] * sv[:, :1] if kind != "cross" else None
-            jv = xs[:, 1] * sv[:, 1:] if kind != "hvp" else None
-            if dense is not None:
-                hv = None if hv is None else hv + _mv(dense[3], v)
-                jv = None if jv is None else jv + _mv(dense[1], v)
-            return hv if kind == "hvp" else jv if kind == "cross" else (hv, jv)
-        sy, sx = ys @ y, xs @ x                                 # (m, 2): [alpha.y, w.y], [kappa.x, u.x]
-        gx = gy = None
-        if kind != "grad_g":    # kappa_i (kappa_i.x) + u_i (w_i.y) + r_i
-            gx = xs[:, 0] * sx[:, :1] + xs[:, 1] * sy[:, 1:] + take(o["LX"], idx)
-            gx = gx if dense is None else gx + _addmv(_mv(dense[0], x), dense[1], y)
-        if kind != "grad_g_x":  # alpha_i (alpha_i.y) + w_i (u_i.x) + a_i
-            gy = ys[:, 0] * sy[:, :1] + ys[:, 1] * sx[:, 1:] + take(o["LY"], idx)
-            gy = gy if dense is None else gy + _addmv(_mv(dense[3], y), dense[2], x)
-        return gy if kind == "grad_g" else gx if kind == "grad_g_x" else (gx, gy)
+            m = batch_size_of(idx, self.n_outer if kinds[0] == "grad_f" else self.n_inner)
+            outs = []
+            for k in kinds:
+                out = getattr(self, k)(*((x, y) if k.startswith("grad") else (x, y, v)), None)
+                outs.extend(t.expand(m, -1) for t in (out if isinstance(out, tuple) else (out,)))
+        else:
+            outs = self._rank_one_rows(o, kinds, x, y, v, idx)
+        if isinstance(kind, tuple):
+            return torch.cat(outs, 1)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @staticmethod
+    def _rank_one_rows(o: dict, kinds: tuple, x, y, v, idx: Index) -> list:
+        """The rows of each kind (pairs as two entries), for an objective with per-sample parts."""
+        if isinstance(idx, slice) and idx.step in (None, 1):
+            start, stop, _ = idx.indices(o["LY"].shape[0])
+            ys, xs = o["Y"][2 * start:2 * stop], o["X"][2 * start:2 * stop]     # views
+            ly, lx = o["LY"][start:stop], o["LX"][start:stop]
+        else:
+            ys, xs = (take(o[k + "3"], idx).flatten(0, 1) for k in "YX")        # gathers
+            ly, lx = take(o["LY"], idx), take(o["LX"], idx)
+        alpha, w = ys.view(-1, 2, ys.shape[1]).unbind(1)
+        kappa, u = xs.view(-1, 2, xs.shape[1]).unbind(1)
+        dense, outs = o["H0b"], []
+        if any(k.startswith("grad") for k in kinds):
+            sy, sx = (ys @ y).view(-1, 2, 1), (xs @ x).view(-1, 2, 1)      # [alpha.y, w.y], [kappa.x, u.x]
+        if not all(k.startswith("grad") for k in kinds):
+            sv = (ys @ v).view(-1, 2, 1)                                     # [alpha.v, w.v]
+        for k in kinds:
+            if k in ("grad_g_x", "grad_g_xy", "grad_f"):    # kappa_i (kappa_i.x) + u_i (w_i.y) + r_i
+                gx = torch.addcmul(lx, kappa, sx[:, 0]).addcmul_(u, sy[:, 1])
+                outs.append(gx if dense is None else gx + _addmv(_mv(dense[0], x), dense[1], y))
+            if k in ("grad_g", "grad_g_xy", "grad_f"):      # alpha_i (alpha_i.y) + w_i (u_i.x) + a_i
+                gy = torch.addcmul(ly, alpha, sy[:, 0]).addcmul_(w, sx[:, 1])
+                outs.append(gy if dense is None else gy + _addmv(_mv(dense[3], y), dense[2], x))
+            if k in ("hvp", "hvp_cross"):                   # alpha_i (alpha_i.v)
+                outs.append(alpha * sv[:, 0] if dense is None else torch.addcmul(_mv(dense[3], v), alpha, sv[:, 0]))
+            if k in ("cross", "hvp_cross"):                 # u_i (w_i.v)
+                outs.append(u * sv[:, 1] if dense is None else torch.addcmul(_mv(dense[1], v), u, sv[:, 1]))
+        return outs
 
     # ------------------------------------------------------------------------- ground truth
     def mean_matrices(self) -> dict[str, torch.Tensor]:

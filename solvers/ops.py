@@ -335,8 +335,7 @@ def saga(table: Tensor, mean: Tensor, rows, new: Tensor, donate: bool = False) -
     copy per step, for solvers that declare the table donated). No oracle.
     """
     rows = slice(None) if rows is None else rows
-    diff = new - table[rows]
-    est = diff.mean(0) + mean
+    total = (new - table[rows]).sum(0)                    # sum_B (new_i - table_i)
     table = table if donate else table.clone()
     table[rows] = new
-    return est, table, mean + diff.sum(0) / table.shape[0]
+    return torch.add(mean, total, alpha=1 / new.shape[0]), table, torch.add(mean, total, alpha=1 / table.shape[0])

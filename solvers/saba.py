@@ -96,12 +96,12 @@ class SabaState:
 
 def _inner_values(o, x, y, v, idx):
     """Per-sample (grad_y g_i, H_i v, J_i v) of the samples idx, one row each."""
-    return torch.cat([o.per_sample("grad_g", x, y, idx), *o.per_sample("hvp_cross", x, y, idx, v=v)], 1)
+    return o.per_sample(("grad_g", "hvp_cross"), x, y, idx, v=v)
 
 
 def _outer_values(o, x, y, idx):
     """Per-sample (grad_x f_j, grad_y f_j) of the samples idx, one row each."""
-    return torch.cat(o.per_sample("grad_f", x, y, idx), 1)
+    return o.per_sample(("grad_f",), x, y, idx)
 
 
 @register

@@ -16,6 +16,7 @@ from problems.base import Problem, take
 from solvers.saba import Saba, SabaHP
 
 D64 = torch.float64
+TUPLES = (("grad_g", "hvp_cross"), ("grad_f",), ("hvp", "grad_g_xy", "cross"))   # rows side by side
 
 
 def build(name, **params):
@@ -27,6 +28,9 @@ class LoopOracles(Oracles):
     """per_sample as one public one-sample oracle call per sample (each counted by that call)."""
 
     def per_sample(self, kind, x, y, idx=None, v=None):
+        if isinstance(kind, tuple):         # the rows of each piece side by side
+            outs = [self.per_sample(k, x, y, idx, v) for k in kind]
+            return torch.cat([t for out in outs for t in (out if isinstance(out, tuple) else (out,))], 1)
         n = self.n_outer if kind == "grad_f" else self.n_inner
         rows = range(n) if idx is None else range(*idx.indices(n)) if isinstance(idx, slice) else idx.tolist()
         args = (x, y) if kind.startswith("grad") else (x, y, v)
@@ -45,9 +49,9 @@ def test_rows_equal_one_sample_calls_and_counts(name):
     prob = make(name)
     x, y, v = point(prob)
     batched, loop = Oracles(prob, torch.Generator()), LoopOracles(prob, torch.Generator())
-    for kind in PER_SAMPLE_KINDS:
-        n = prob.n_outer if kind == "grad_f" else prob.n_inner
-        stream = kind == "grad_f" and prob.streaming        # unbounded ids, no full batch
+    for kind in (*PER_SAMPLE_KINDS, *TUPLES):
+        n = prob.n_outer if kind in ("grad_f", ("grad_f",)) else prob.n_inner
+        stream = kind in ("grad_f", ("grad_f",)) and prob.streaming        # unbounded ids, no full batch
         if stream:
             with pytest.raises(ValueError, match="no full batch"):
                 batched.per_sample(kind, x, y, None)
@@ -67,8 +71,9 @@ def test_quadratic_analytic_rows_cover_each_storage(params):
     x, y, v = point(prob, seed=1)
     o, loop = Oracles(prob, torch.Generator()), LoopOracles(prob, torch.Generator())
     assert o._analytic_rows["grad_f"]                       # the analytic path is the one tested
-    for kind in PER_SAMPLE_KINDS:
-        close(o.per_sample(kind, x, y, None, v=v), loop.per_sample(kind, x, y, None, v=v))
+    for kind in (*PER_SAMPLE_KINDS, *TUPLES):
+        for idx in (None,) if prob.n_inner == 1 else (None, slice(3, 9), torch.tensor([15, 0, 7])):
+            close(o.per_sample(kind, x, y, idx, v=v), loop.per_sample(kind, x, y, idx, v=v))
 
 
 class Unvmappable(Problem):
@@ -131,6 +136,35 @@ def test_bad_kind_and_stacked_points_are_rejected():
         o.per_sample("g", x, y)
     with pytest.raises(ValueError, match="one point"):
         o.per_sample("grad_g", x.expand(2, -1), y.expand(2, -1))
+    with pytest.raises(ValueError, match="mixes grad_f"):
+        o.per_sample(("grad_g", "grad_f"), x, y)
+    for bad in ((), ("grad_g", "f")):
+        with pytest.raises(ValueError, match="kind must be one of"):
+            o.per_sample(bad, x, y)
+    assert o.counts()["calls_total"] == 0                  # nothing counted for a refused call
+
+
+def test_tuple_of_kinds_is_one_problem_call_with_the_rows_side_by_side():
+    """The quadratic forms a tuple in one call of its per_sample (SABA's fused table rows), and
+    the columns are the pieces in the order asked: (grad_y g, H v, J v) of the closed forms
+    alpha_i (alpha_i.y) + w_i (u_i.x) + a_i, alpha_i (alpha_i.v), u_i (w_i.v) from the stored
+    factors; counted as each piece."""
+    prob = build("quadratic", construction="benchopt")
+    x, y, v = point(prob, seed=2)
+    calls = []
+    original = prob.per_sample
+    prob.per_sample = lambda kind, *a, **k: calls.append(kind) or original(kind, *a, **k)
+    o = Oracles(prob, torch.Generator())
+    rows = o.per_sample(("grad_g", "hvp_cross"), x, y, slice(2, 5), v=v)
+    assert calls == [("grad_g", "hvp_cross")] and rows.shape == (3, 2 * prob.dim_y + prob.dim_x)
+    g = prob._obj["g"]
+    alpha, w = g["Y"].view(-1, 2, prob.dim_y)[2:5].unbind(1)
+    kappa, u = g["X"].view(-1, 2, prob.dim_x)[2:5].unbind(1)
+    dot = lambda a, b: (a * b).sum(1, keepdim=True)      # noqa: E731
+    want = torch.cat([alpha * dot(alpha, y) + w * dot(u, x) + g["LY"][2:5], alpha * dot(alpha, v),
+                      u * dot(w, v)], 1)
+    close(rows, want)
+    assert (o.calls["grad_g"], o.calls["hvp_cross"], o.samples["hvp_cross"]) == (3, 3, 3)
 
 
 @pytest.mark.parametrize("name,params", [("quadratic", {"noise": 0.5}), ("quadratic", {"construction": "benchopt"}),

@@ -1,0 +1,203 @@
+"""Each speed lever of issue 15, measured: SABA, SRBA and SOBA steps at successive commits, side by side.
+
+    python benchmarks/step_levers.py                       # the committed levers, p = d = 100 and 1000
+    python benchmarks/step_levers.py --rounds 5 --sizes 100 --no-compile
+
+A lever is a commit (LEVERS below: each one adds a lever to the one before; the first is the code
+before any of them). For each, a detached `git worktree` in a temporary folder (removed at the end;
+the commits must exist in this clone). Then --rounds rounds, each running one child process per
+lever in turn, so that the machine's drift falls on every lever alike; the table keeps each
+lever's least time per step over the rounds. Timings are only comparable within one invocation.
+
+A child times, one torch thread, each solver in a bare loop of ``solver.step`` through the counted
+oracles (no runner, no metrics: bench/runner.py adds its checkpoints on top), after 20 warm-up
+steps: --steps steps in 5 chunks, the least chunk's time per step. Problems: at p = d = 100 the
+quadratic suite's quad-benchopt-100 (benchopt's construction, n = 1024; benchmarks/vs_benchopt.py
+compares it with benchopt), at p = d = 1000 the suite's quad-1000 (the benchopt construction
+has no positive definite instance there with n = 1024). Hyperparameters: benchopt's defaults as
+vs_benchopt maps them (inner_lr = outer_lr = 0.1, batch 64; SRBA period 16; SOBA decays 1/2).
+
+Traces: every child starts from the same seed and takes the same steps, so the last x must agree
+across levers; the column "max |x - x_0|" is the largest difference from the first lever's x over
+the solvers (float64; the levers reorder sums, so rounding-level differences are expected).
+
+With --compile (the default), the last lever's child also times ``torch.compile(solver.step)``
+at p = d = 100: the first call's time (tracing and compiling) and the step time after it, and the
+number of steps a run would need before the compile time is paid back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(__file__).with_suffix(".out.txt")
+
+# (label, commit): each adds one lever to the previous one
+LEVERS = [
+    ("before (0a7d3dc)", "0a7d3dc"),
+]
+SOLVERS = ("saba", "srba", "soba")
+
+CHILD = r'''
+import json, sys, time
+import torch
+from bench.oracles import Oracles, make_generators
+from bench.registry import load_problems, load_solvers
+from bench import suites
+
+size, steps, compile_ = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+torch.set_num_threads(1)
+label = "quad-benchopt-100" if size == 100 else "quad-1000"
+params = next(p["params"] for p in suites.read("quadratic")["problems"] if p["label"] == label)
+if size not in (100, 1000):
+    params = {**params, "dim_x": size, "dim_y": size}
+cls = load_problems()["quadratic"]
+t0 = time.perf_counter()
+prob = cls(cls.Params(**params))
+build = time.perf_counter() - t0
+HP = {"saba": dict(inner_lr=0.1, outer_lr=0.1, batch_size=64),
+      "srba": dict(inner_lr=0.1, outer_lr=0.1, batch_size=64, period=16),
+      "soba": dict(inner_lr=0.1, outer_lr=0.1, batch_size=64, inner_decay=0.5, outer_decay=0.5)}
+
+
+def start(solver, name):
+    gens = make_generators(0)
+    o = Oracles(prob, gens["sampling"])
+    return solver.init(o, prob.x0.clone(), prob.y0.clone(), solver.HP(**HP[name]), gens["solver"])
+
+
+def timed(step, s):
+    chunks = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(steps // 5):
+            s = step(s)
+        chunks.append((time.perf_counter() - t0) / (steps // 5))
+    return s, min(chunks)
+
+
+out = {"build_s": build, "steps": {}, "x": {}, "compile": {}}
+for name in SOLVERS:
+    solver = load_solvers()[name]()
+    s = start(solver, name)
+    for _ in range(20):
+        s = solver.step(s)
+    s, out["steps"][name] = timed(solver.step, s)
+    out["x"][name] = s.x.tolist()
+    if compile_:
+        import torch._dynamo
+        torch._dynamo.reset()
+        step = torch.compile(solver.step)
+        s = start(solver, name)
+        t0 = time.perf_counter()
+        s = step(s)
+        first = time.perf_counter() - t0
+        for _ in range(19):
+            s = step(s)
+        s, per = timed(step, s)
+        out["compile"][name] = {"first_s": first, "step_s": per}
+print(json.dumps(out))
+'''
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def child(tree: Path, size: int, steps: int, compile_: bool) -> dict:
+    code = f"SOLVERS = {SOLVERS!r}\n" + CHILD
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code, str(size), str(steps), "1" if compile_ else "0"],
+                         cwd=tree, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"child at {tree} (size {size}) failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} us"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3, help="children per lever and size (default 3)")
+    ap.add_argument("--sizes", default="100,1000", help="p = d values, comma-separated (default 100,1000)")
+    ap.add_argument("--steps", type=int, default=1000, help="timed steps per solver and child (default 1000)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="skip the torch.compile measurement")
+    ap.add_argument("--output", type=Path, default=OUT, help=f"where to write the output (default {OUT.name})")
+    args = ap.parse_args(argv)
+    if args.rounds < 1 or args.steps < 5:
+        ap.error("--rounds must be >= 1 and --steps >= 5")
+    try:
+        sizes = [int(v) for v in args.sizes.split(",")]
+    except ValueError:
+        ap.error(f"--sizes must be comma-separated ints, got {args.sizes!r}")
+    import torch
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    from datetime import date
+    lines = [f"# Generated by `python benchmarks/step_levers.py` at commit {git} on {date.today()}. "
+             "Do not edit: rerun the script.",
+             f"machine: {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, "
+             f"torch {torch.__version__}, 1 torch thread per child",
+             f"load average (1, 5, 15 min) before: {load()}",
+             f"settings: {args.rounds} rounds, {args.steps} timed steps per solver and child (least of 5 chunks), "
+             "least over the rounds"]
+    with tempfile.TemporaryDirectory(prefix="levers-") as tmp:
+        trees = []
+        for k, (label, ref) in enumerate(LEVERS):
+            tree = Path(tmp) / f"lever{k}"
+            subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), ref], cwd=ROOT, check=True)
+            trees.append(tree)
+        try:
+            for size in sizes:
+                best: list[dict] = [{} for _ in LEVERS]
+                xs: list[dict] = [{} for _ in LEVERS]
+                comp: dict = {}
+                for r in range(args.rounds):
+                    for k, tree in enumerate(trees):
+                        last = args.compile and size == 100 and k == len(trees) - 1 and r == 0
+                        res = child(tree, size, args.steps, last)
+                        for name, t in res["steps"].items():
+                            best[k][name] = min(t, best[k].get(name, float("inf")))
+                        xs[k] = res["x"]
+                        comp = res["compile"] or comp
+                        print(f"size {size} round {r + 1}/{args.rounds} {LEVERS[k][0]}: "
+                              + ", ".join(f"{n} {us(t)}" for n, t in res["steps"].items()), file=sys.stderr)
+                lines += ["", f"p = d = {size}:", "",
+                          "| lever | commit | " + " | ".join(f"{n.upper()} step | vs first" for n in SOLVERS)
+                          + " | max \\|x - x_0\\| |",
+                          "|---|---|" + "---|---|" * len(SOLVERS) + "---|"]
+                for k, (label, ref) in enumerate(LEVERS):
+                    dev = max(max(abs(a - b) for a, b in zip(xs[k][n], xs[0][n])) for n in SOLVERS)
+                    cells = " | ".join(f"{us(best[k][n])} | {best[k][n] / best[0][n]:.2f}x" for n in SOLVERS)
+                    lines.append(f"| {label} | {ref} | {cells} | {dev:.1e} |")
+                if comp:
+                    lines += ["", "torch.compile(solver.step) at the last lever, p = d = 100 (one child):", "",
+                              "| solver | first call (trace + compile) | step after | eager step | steps to pay back |",
+                              "|---|---|---|---|---|"]
+                    for n in SOLVERS:
+                        c, eager = comp[n], best[-1][n]
+                        gain = eager - c["step_s"]
+                        back = f"{c['first_s'] / gain:,.0f}" if gain > 0 else "never (slower)"
+                        lines.append(f"| {n.upper()} | {c['first_s']:.1f} s | {us(c['step_s'])} | {us(eager)} | {back} |")
+        finally:
+            for tree in trees:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    lines.append(f"\nload average (1, 5, 15 min) after: {load()}")
+    text = "\n".join(lines) + "\n"
+    args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
