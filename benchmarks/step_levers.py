@@ -42,7 +42,6 @@ OUT = Path(__file__).with_suffix(".out.txt")
 # (label, commit): each adds one lever to the previous one
 LEVERS = [
     ("before (0a7d3dc)", "0a7d3dc"),
-    ("+ fused per-sample rows, leaner SAGA, index_select", "cc4d936"),
 ]
 SOLVERS = ("saba", "srba", "soba")
 

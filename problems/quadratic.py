@@ -83,11 +83,6 @@ def _addmv(out: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.addmv(out, m, v) if v.dim() == 1 else torch.addmm(out, v, m.T)
 
 
-def _tmv(m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """m^T c for each weight vector c."""
-    return torch.mv(m.T, c) if c.dim() == 1 else c @ m
-
-
 def _addtmv(out: torch.Tensor, m: torch.Tensor, c: torch.Tensor, scale: float) -> torch.Tensor:
     """scale * (out + m^T c) for each weight vector c."""
     if c.dim() == 1:
@@ -158,11 +153,12 @@ class Quadratic(Problem):
         cum = o[key + "c"]
         return torch.sub(cum[block[1]], cum[block[0]])
 
-    def _first(self, b: int) -> torch.Tensor:
-        """For b samples: the mask of their first rows (alpha_i, kappa_i) among the 2 b rows."""
+    def _consts(self, b: int):
+        """For b samples: the mask of their first rows, and the first- and second-row masks / b."""
         out = self._masks.get(b)
         if out is None:
-            out = self._masks[b] = (torch.arange(2 * b, device=self.device) % 2) == 0
+            first = (torch.arange(2 * b, device=self.device) % 2) == 0
+            out = self._masks[b] = (first, first.to(self.dtype) / b, (~first).to(self.dtype) / b)
         return out
 
     # ------------------------------------------------------------------------- objectives
@@ -172,7 +168,7 @@ class Quadratic(Problem):
             return (z * (0.5 * _mv(o["H"], z) + o["l"])).sum(-1)
         ys, xs, block = self._rows(o, idx)
         sy, sx, b = _mv(ys, y), _mv(xs, x), ys.shape[0] // 2      # [alpha.y, w.y], [kappa.x, u.x]
-        first = self._first(b)      # 1/2 (alpha.y)^2 + 1/2 (kappa.x)^2 + (u.x)(w.y) per sample:
+        first = self._consts(b)[0]      # 1/2 (alpha.y)^2 + 1/2 (kappa.x)^2 + (u.x)(w.y) per sample:
         quad = 0.5 * (sy * torch.where(first, sy, sx) + sx * torch.where(first, sx, sy)).sum(-1)
         lin = (self._lsum(o, "LY", idx, block) * y).sum(-1) + (self._lsum(o, "LX", idx, block) * x).sum(-1)
         out = (quad + lin) / b
@@ -196,19 +192,13 @@ class Quadratic(Problem):
                 gy = _addmv(_addmv(o["ly"], yy, y), yx, x)
             return gx, gy
         ys, xs, block = self._rows(o, idx)
-        b = ys.shape[0] // 2
-        if want_x and want_y:       # every product: [alpha.y, w.y], [kappa.x, u.x]
-            sy, sx, first = _mv(ys, y), _mv(xs, x), self._first(b)
-            cx, cy = torch.where(first, sx, sy), torch.where(first, sy, sx)
-        elif want_x:                # half of them, from every other row: [kappa.x, w.y]
-            cx = torch.stack((_mv(xs[0::2], x), _mv(ys[1::2], y)), -1).flatten(-2)
-        else:                       # [alpha.y, u.x]
-            cy = torch.stack((_mv(ys[0::2], y), _mv(xs[1::2], x)), -1).flatten(-2)
+        sy, sx, b = _mv(ys, y), _mv(xs, x), ys.shape[0] // 2      # [alpha.y, w.y], [kappa.x, u.x]
+        first = self._consts(b)[0]
         if want_x:          # (sum_i kappa_i (kappa_i.x) + u_i (w_i.y) + r_i) / b
-            gx = _addtmv(self._lsum(o, "LX", idx, block), xs, cx, 1.0 / b)
+            gx = _addtmv(self._lsum(o, "LX", idx, block), xs, torch.where(first, sx, sy), 1.0 / b)
             gx = gx if dense is None else _addmv(_addmv(gx, dense[0], x), dense[1], y)
         if want_y:          # (sum_i alpha_i (alpha_i.y) + w_i (u_i.x) + a_i) / b
-            gy = _addtmv(self._lsum(o, "LY", idx, block), ys, cy, 1.0 / b)
+            gy = _addtmv(self._lsum(o, "LY", idx, block), ys, torch.where(first, sy, sx), 1.0 / b)
             gy = gy if dense is None else _addmv(_addmv(gy, dense[3], y), dense[2], x)
         return gx, gy
 
@@ -231,18 +221,13 @@ class Quadratic(Problem):
             _, xy, _, yy = o["Hb"]
             return (_mv(yy, v) if "h" in want else None), (_mv(xy, v) if "c" in want else None)
         ys, xs, _ = self._rows(o, idx)
-        dense, b = o["H0b"], ys.shape[0] // 2
-        if want == "hc":    # [alpha.v, w.v] / b, then each half against every other row
-            sv = _mv(ys, v).div_(b)
-            av, wv = sv[..., 0::2], sv[..., 1::2]
-        else:
-            av = _mv(ys[0::2], v).div_(b) if want == "h" else None
-            wv = _mv(ys[1::2], v).div_(b) if want == "c" else None
+        sv, dense = _mv(ys, v), o["H0b"]                  # [alpha.v, w.v]
+        _, first_b, second_b = self._consts(ys.shape[0] // 2)
         if "h" in want:     # sum_i alpha_i (alpha_i.v) / b
-            hv = _tmv(ys[0::2], av)
+            hv = (sv * first_b) @ ys
             hv = hv if dense is None else _addmv(hv, dense[3], v)
         if "c" in want:     # sum_i u_i (w_i.v) / b
-            jv = _tmv(xs[1::2], wv)
+            jv = (sv * second_b) @ xs
             jv = jv if dense is None else _addmv(jv, dense[1], v)
         return hv, jv
 
