@@ -42,6 +42,8 @@ OUT = Path(__file__).with_suffix(".out.txt")
 # (label, commit): each adds one lever to the previous one
 LEVERS = [
     ("before (0a7d3dc)", "0a7d3dc"),
+    ("1: fused per-sample rows, leaner SAGA, index_select", "cc4d936"),
+    ("2: minibatch oracles read only the rows they use (rejected)", "5aa46d5"),
 ]
 SOLVERS = ("saba", "srba", "soba")
 
