@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).with_suffix(".out.txt")
 
-# (label, commit): each adds one lever to the previous one
+# (label, commit): each adds one lever to the previous one (a rejected one is reverted by the next)
 LEVERS = [
     ("before (0a7d3dc)", "0a7d3dc"),
     ("1: fused per-sample rows, leaner SAGA, index_select", "cc4d936"),
