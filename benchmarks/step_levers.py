@@ -21,9 +21,11 @@ Traces: every child starts from the same seed and takes the same steps, so the l
 across levers; the column "max |x - x_0|" is the largest difference from the first lever's x over
 the solvers (float64; the levers reorder sums, so rounding-level differences are expected).
 
-With --compile (the default), the last lever's child also times ``torch.compile(solver.step)``
-at p = d = 100: the first call's time (tracing and compiling) and the step time after it, and the
-number of steps a run would need before the compile time is paid back.
+With --compile (the default), the last lever's child at p = d = 100 (first round) also times
+``torch.compile(solver.step)``: the first call's time (tracing and compiling) and the step time
+after it, and the number of steps a run would need before the compile time is paid back; and it
+measures what bounds the eager step: the torch calls per step (torch.profiler's top-level events), the cost
+of one trivial call, and the step with cache-hot data (the same blocks every step).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +47,7 @@ LEVERS = [
     ("before (0a7d3dc)", "0a7d3dc"),
     ("1: fused per-sample rows, leaner SAGA, index_select", "cc4d936"),
     ("2: minibatch oracles read only the rows they use (rejected)", "5aa46d5"),
+    ("now: 1 without 2 (this checkout's HEAD)", "HEAD"),
 ]
 SOLVERS = ("saba", "srba", "soba")
 
@@ -85,7 +89,7 @@ def timed(step, s):
     return s, min(chunks)
 
 
-out = {"build_s": build, "steps": {}, "x": {}, "compile": {}}
+out = {"build_s": build, "steps": {}, "x": {}, "compile": {}, "bound": {}}
 for name in SOLVERS:
     solver = load_solvers()[name]()
     s = start(solver, name)
@@ -93,7 +97,28 @@ for name in SOLVERS:
         s = solver.step(s)
     s, out["steps"][name] = timed(solver.step, s)
     out["x"][name] = s.x.tolist()
-    if compile_:
+    if compile_:            # what bounds the step: torch calls, a trivial call's cost, a cache-hot block
+        from torch.profiler import ProfilerActivity, profile
+        s = start(solver, name)
+        for _ in range(20):
+            s = solver.step(s)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(100):
+                s = solver.step(s)
+        calls = sum(1 for e in prof.events() if e.cpu_parent is None) / 100      # top-level calls only
+        s = start(solver, name)
+        o = s.ctx.oracles
+        o.sample_inner = lambda b: slice(0, b)          # the same blocks every step: cache-hot data
+        o.sample_outer = lambda b: slice(b, 2 * b)
+        for _ in range(20):
+            s = solver.step(s)
+        _, hot = timed(solver.step, s)
+        a, b = torch.zeros(size, dtype=prob.dtype), torch.ones(size, dtype=prob.dtype)
+        t0 = time.perf_counter()
+        for _ in range(20000):
+            torch.add(a, b)
+        out["bound"][name] = {"torch_calls": calls, "trivial_call_s": (time.perf_counter() - t0) / 20000,
+                              "hot_step_s": hot}
         import torch._dynamo
         torch._dynamo.reset()
         step = torch.compile(solver.step)
@@ -127,13 +152,78 @@ def us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
 
 
+def lever_table(size: int, refs: list[str], best: list[dict], xs: list[dict]) -> list[str]:
+    """Per lever: each solver's least step time, its ratio to the first lever's, and the trace check."""
+    lines = ["", f"p = d = {size}:", "",
+             "| lever | commit | " + " | ".join(f"{n.upper()} step | vs first" for n in SOLVERS)
+             + " | max \\|x - x_0\\| |",
+             "|---|---|" + "---|---|" * len(SOLVERS) + "---|"]
+    for k, ((label, _), ref) in enumerate(zip(LEVERS, refs)):
+        dev = max(max(abs(a - b) for a, b in zip(xs[k][n], xs[0][n])) for n in SOLVERS)
+        cells = " | ".join(f"{us(best[k][n])} | {best[k][n] / best[0][n]:.2f}x" for n in SOLVERS)
+        lines.append(f"| {label} | {ref} | {cells} | {dev:.1e} |")
+    return lines
+
+
+def compile_table(comp: dict, eager: dict) -> list[str]:
+    """torch.compile at the last lever: compile time, step time, steps to pay the compile back."""
+    lines = ["", "torch.compile(solver.step) at the last lever, p = d = 100 (one child):", "",
+             "| solver | first call (trace + compile) | step after | eager step | steps to pay back |",
+             "|---|---|---|---|---|"]
+    for n in SOLVERS:
+        c = comp[n]
+        gain = eager[n] - c["step_s"]
+        back = f"{c['first_s'] / gain:,.0f}" if gain > 0 else "never (slower)"
+        lines.append(f"| {n.upper()} | {c['first_s']:.1f} s | {us(c['step_s'])} | {us(eager[n])} | {back} |")
+    return lines
+
+
+def bound_table(bound: dict, eager: dict, size: int) -> list[str]:
+    """What bounds the eager step: torch calls, a trivial call's cost, the step on cache-hot data."""
+    lines = ["", "What bounds the eager step at the last lever, p = d = 100 (the same child): torch calls per "
+             "step (torch.profiler's top-level events), the cost of one trivial call here (torch.add of two "
+             f"{size}-vectors), their product (the dispatch floor of this sequence of calls), and the step with "
+             "cache-hot data (the sampler returns the same blocks every step):", "",
+             "| solver | step | torch calls per step | trivial call | calls x trivial call | step, same blocks |",
+             "|---|---|---|---|---|---|"]
+    for n in SOLVERS:
+        b = bound[n]
+        floor = b["torch_calls"] * b["trivial_call_s"]
+        lines.append(f"| {n.upper()} | {us(eager[n])} | {b['torch_calls']:.0f} | {b['trivial_call_s'] * 1e6:.2f} us"
+                     f" | {us(floor)} | {us(b['hot_step_s'])} |")
+    return lines
+
+
+def measure(trees: list[Path], size: int, args) -> list[str]:
+    """Rounds of one child per lever at this size; the tables."""
+    best: list[dict] = [{} for _ in LEVERS]
+    xs: list[dict] = [{} for _ in LEVERS]
+    comp: dict = {}
+    bound: dict = {}
+    for r in range(args.rounds):
+        for k, tree in enumerate(trees):
+            last = args.compile and size == 100 and k == len(trees) - 1 and r == 0
+            res = child(tree, size, args.steps, last)
+            for name, t in res["steps"].items():
+                best[k][name] = min(t, best[k].get(name, float("inf")))
+            xs[k] = res["x"]
+            if res["compile"]:
+                comp, bound = res["compile"], res["bound"]
+            print(f"size {size} round {r + 1}/{args.rounds} {LEVERS[k][0]}: "
+                  + ", ".join(f"{n} {us(t)}" for n, t in res["steps"].items()), file=sys.stderr)
+    lines = lever_table(size, args.refs, best, xs)
+    if comp:
+        lines += compile_table(comp, best[-1]) + bound_table(bound, best[-1], size)
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="children per lever and size (default 3)")
     ap.add_argument("--sizes", default="100,1000", help="p = d values, comma-separated (default 100,1000)")
     ap.add_argument("--steps", type=int, default=1000, help="timed steps per solver and child (default 1000)")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
-                    help="skip the torch.compile measurement")
+                    help="skip the torch.compile and bound measurements")
     ap.add_argument("--output", type=Path, default=OUT, help=f"where to write the output (default {OUT.name})")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.steps < 5:
@@ -143,10 +233,12 @@ def main(argv=None) -> int:
     except ValueError:
         ap.error(f"--sizes must be comma-separated ints, got {args.sizes!r}")
     import torch
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
-    from datetime import date
-    lines = [f"# Generated by `python benchmarks/step_levers.py` at commit {git} on {date.today()}. "
+
+    def short(ref: str) -> str:
+        return subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    args.refs = [short(ref) for _, ref in LEVERS]
+    lines = [f"# Generated by `python benchmarks/step_levers.py` at commit {short('HEAD')} on {date.today()}. "
              "Do not edit: rerun the script.",
              f"machine: {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, "
              f"torch {torch.__version__}, 1 torch thread per child",
@@ -154,43 +246,12 @@ def main(argv=None) -> int:
              f"settings: {args.rounds} rounds, {args.steps} timed steps per solver and child (least of 5 chunks), "
              "least over the rounds"]
     with tempfile.TemporaryDirectory(prefix="levers-") as tmp:
-        trees = []
-        for k, (label, ref) in enumerate(LEVERS):
-            tree = Path(tmp) / f"lever{k}"
-            subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), ref], cwd=ROOT, check=True)
-            trees.append(tree)
+        trees = [Path(tmp) / f"lever{k}" for k in range(len(LEVERS))]
         try:
+            for tree, ref in zip(trees, args.refs):
+                subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), ref], cwd=ROOT, check=True)
             for size in sizes:
-                best: list[dict] = [{} for _ in LEVERS]
-                xs: list[dict] = [{} for _ in LEVERS]
-                comp: dict = {}
-                for r in range(args.rounds):
-                    for k, tree in enumerate(trees):
-                        last = args.compile and size == 100 and k == len(trees) - 1 and r == 0
-                        res = child(tree, size, args.steps, last)
-                        for name, t in res["steps"].items():
-                            best[k][name] = min(t, best[k].get(name, float("inf")))
-                        xs[k] = res["x"]
-                        comp = res["compile"] or comp
-                        print(f"size {size} round {r + 1}/{args.rounds} {LEVERS[k][0]}: "
-                              + ", ".join(f"{n} {us(t)}" for n, t in res["steps"].items()), file=sys.stderr)
-                lines += ["", f"p = d = {size}:", "",
-                          "| lever | commit | " + " | ".join(f"{n.upper()} step | vs first" for n in SOLVERS)
-                          + " | max \\|x - x_0\\| |",
-                          "|---|---|" + "---|---|" * len(SOLVERS) + "---|"]
-                for k, (label, ref) in enumerate(LEVERS):
-                    dev = max(max(abs(a - b) for a, b in zip(xs[k][n], xs[0][n])) for n in SOLVERS)
-                    cells = " | ".join(f"{us(best[k][n])} | {best[k][n] / best[0][n]:.2f}x" for n in SOLVERS)
-                    lines.append(f"| {label} | {ref} | {cells} | {dev:.1e} |")
-                if comp:
-                    lines += ["", "torch.compile(solver.step) at the last lever, p = d = 100 (one child):", "",
-                              "| solver | first call (trace + compile) | step after | eager step | steps to pay back |",
-                              "|---|---|---|---|---|"]
-                    for n in SOLVERS:
-                        c, eager = comp[n], best[-1][n]
-                        gain = eager - c["step_s"]
-                        back = f"{c['first_s'] / gain:,.0f}" if gain > 0 else "never (slower)"
-                        lines.append(f"| {n.upper()} | {c['first_s']:.1f} s | {us(c['step_s'])} | {us(eager)} | {back} |")
+                lines += measure(trees, size, args)
         finally:
             for tree in trees:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)

@@ -105,10 +105,12 @@ class OracleProtocol(Protocol):
     def hvp_cross(self, x: Tensor, y: Tensor, v: Tensor, idx: Index = None) -> tuple[Tensor, Tensor]:
         """(d2g/dy2 @ v, d2g/dxdy @ v) from one call."""
 
-    def per_sample(self, kind: str, x: Tensor, y: Tensor, idx: Index = None,
+    def per_sample(self, kind: Union[str, tuple[str, ...]], x: Tensor, y: Tensor, idx: Index = None,
                    v: Tensor | None = None) -> Union[Tensor, tuple[Tensor, ...]]:
         """One row per sample of idx of the method ``kind`` (one of grad_g, grad_g_x, grad_g_xy,
-        grad_f, hvp, cross, hvp_cross) at one point (1-D x, y); counted as len(idx) calls."""
+        grad_f, hvp, cross, hvp_cross) at one point (1-D x, y); counted as len(idx) calls. A tuple
+        of kinds on the same samples (all inner, or ("grad_f",)) gives one tensor, their rows side
+        by side (one problem call where the problem's per_sample is analytic), each counted."""
 
 
 ORACLE_MEMBERS = frozenset(k for k in (*vars(OracleProtocol), *OracleProtocol.__annotations__)
