@@ -1,6 +1,6 @@
 """The README's published-results blocks, generated from the committed results/all CSVs (and
 results/complexity, the complexity suite's slopes; benchmarks/vs_benchopt.out.txt, the side by side
-with benchopt).
+with benchopt; the outputs of benchmarks/ray_speedup.py, step_levers.py and run_cost.py).
 
     python benchmarks/readme_results.py            # rewrite the block between the markers
     python benchmarks/readme_results.py --check    # exit 1 when the README's block is stale
@@ -26,6 +26,10 @@ V_START, V_END = "<!-- vs-benchopt:start -->", "<!-- vs-benchopt:end -->"
 VS_OUT = ROOT / "benchmarks" / "vs_benchopt.out.txt"
 R_START, R_END = "<!-- ray:start -->", "<!-- ray:end -->"
 RAY_OUT = ROOT / "benchmarks" / "ray_speedup.out.txt"
+L_START, L_END = "<!-- levers:start -->", "<!-- levers:end -->"
+LEVERS_OUT = ROOT / "benchmarks" / "step_levers.out.txt"
+K_START, K_END = "<!-- run-cost:start -->", "<!-- run-cost:end -->"
+COST_OUT = ROOT / "benchmarks" / "run_cost.out.txt"
 FIGURE = "plots/all/convergence-quad-benchopt-100.png"
 
 
@@ -161,6 +165,18 @@ def render_output(path: Path) -> str:
     return "\n".join([f"{head} Output: `{path.relative_to(ROOT)}`.", "", *(f"- {ln}" for ln in text), "", *table])
 
 
+def render_full(path: Path) -> str:
+    """A block from a benchmark's committed output with several tables (benchmarks/step_levers.py,
+    run_cost.py): its generated-by line, then every other line as written, the machine, settings
+    and load-average lines as a list."""
+    if not path.is_file():
+        return f"No run is committed yet (`python benchmarks/{path.name.replace('.out.txt', '.py')}`)."
+    lines = path.read_text().splitlines()
+    head = lines[0].lstrip("# ").replace(" Do not edit: rerun the script.", "")
+    body = [f"- {ln}" if ln.startswith(("machine:", "load average", "settings:")) else ln for ln in lines[1:]]
+    return "\n".join([f"{head} Output: `{path.relative_to(ROOT)}`.", "", *body]).strip("\n")
+
+
 def _tuning(board: pd.DataFrame) -> str:
     """One sentence on the search: configurations, rounds, edge flags."""
     if "tune_configs" not in board or board.tune_configs.isna().all():
@@ -197,7 +213,8 @@ def main(argv=None) -> int:
     path = ROOT / "README.md"
     readme = path.read_text()
     blocks = [(render(), START, END), (render_complexity(), C_START, C_END),
-              (render_output(VS_OUT), V_START, V_END), (render_output(RAY_OUT), R_START, R_END)]
+              (render_output(VS_OUT), V_START, V_END), (render_output(RAY_OUT), R_START, R_END),
+              (render_full(LEVERS_OUT), L_START, L_END), (render_full(COST_OUT), K_START, K_END)]
     if args.check:
         stale = any(block(readme, a, b) != text for text, a, b in blocks)
         print("README results block is stale: run python benchmarks/readme_results.py" if stale else "up to date")

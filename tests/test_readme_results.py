@@ -68,3 +68,15 @@ def test_benchmark_output_blocks_match_their_committed_outputs():
         assert r.block(readme, start, end) == text, f"README block of {path.name} is stale: run {r.__file__}"
         table = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
         assert table and all(ln in text for ln in table)
+
+
+def test_multi_table_benchmark_blocks_match_their_committed_outputs():
+    """step_levers.py and run_cost.py: every line of the committed output is in the README block."""
+    readme = (ROOT / "README.md").read_text()
+    r = readme_results
+    for path, start, end in ((r.LEVERS_OUT, r.L_START, r.L_END), (r.COST_OUT, r.K_START, r.K_END)):
+        text = r.render_full(path)
+        assert r.block(readme, start, end) == text, f"README block of {path.name} is stale: run {r.__file__}"
+        body = [ln.removeprefix("- ") for ln in text.splitlines()[1:]]
+        assert all(ln in body for ln in path.read_text().splitlines()[1:])
+        assert any(ln.startswith("|---") for ln in body)
