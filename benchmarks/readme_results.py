@@ -6,9 +6,10 @@ with benchopt; the outputs of benchmarks/ray_speedup.py, step_levers.py and run_
     python benchmarks/readme_results.py --check    # exit 1 when the README's block is stale
 
 Inputs (the committed reference, written by ``python -m bench run --suite all`` then
-``python -m bench publish --suite all --reference``): results/all/summary.csv (one row per solver), results/all/leaderboard.csv (one row per problem
-and solver) and results/all/environment.csv (the runs' git commit and versions). Nothing in the
-block is typed by hand; tests/test_readme_results.py fails when the README and the CSVs disagree.
+``python -m bench publish --suite all --reference``): results/all/summary.csv (one row per solver),
+results/all/leaderboard.csv (one row per problem and solver) and results/all/environment.csv (the
+runs' git commit and versions). Nothing in the block is typed by hand; tests/test_readme_results.py
+fails when the README and the CSVs disagree.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
              "2-core CPU reference machine; `python benchmarks/readme_results.py` wrote this block from "
              "`results/all/*.csv`.", "",
              "Runs: " + ", ".join(f"{v} {k}" for k, v in status.items())
-             + (f" (diverged: {'; '.join(bad)})" if bad else "") + f"; runs started between {between.replace('T', ' ')}.",
+             + (f" (diverged: {'; '.join(bad)})" if bad else "")
+             + f"; runs started between {between.replace('T', ' ')}.",
              "",
              "Across problems (target 50: halfway, in decades, from the start value to the best value any "
              "solver reached; score: mean over problems of best time / own time to the target, 0 when not "
@@ -64,7 +66,8 @@ def render(folder: Path = ROOT / "results" / "all") -> str:
     for r in summary.sort_values("score_target50", ascending=False).itertuples():
         lines.append(f"| {r.solver} | {r.seeds_finished} / {r.seeds_diverged} | {r.solved_target50} of "
                      f"{r.problems} | {_num(r.score_target50)} | {_num(r.profile_target50_tau2)} | "
-                     f"{_num(getattr(r, 'tune_near_best_mean', None))} | {_num(getattr(r, 'tune_diverged_mean', None))} |")
+                     f"{_num(getattr(r, 'tune_near_best_mean', None))} | "
+                     f"{_num(getattr(r, 'tune_diverged_mean', None))} |")
     lines += ["", "Tuning (section \"Tuning protocol\"; columns above: mean over problems of the share of a "
               "solver's screened configurations near its best, and of those with a diverged or failed seed): "
               + _tuning(board)]

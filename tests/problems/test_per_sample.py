@@ -56,7 +56,8 @@ def test_rows_equal_one_sample_calls_and_counts(name):
             with pytest.raises(ValueError, match="no full batch"):
                 batched.per_sample(kind, x, y, None)
             n = 12
-        for idx in ([] if stream else [None]) + [slice(n // 3, n // 3 + max(1, n // 2)), torch.tensor([n - 1, 0, n // 2])]:
+        blocks = [slice(n // 3, n // 3 + max(1, n // 2)), torch.tensor([n - 1, 0, n // 2])]
+        for idx in ([] if stream else [None]) + blocks:
             got = batched.per_sample(kind, x, y, idx, v=v)
             close(got, loop.per_sample(kind, x, y, idx, v=v))
     assert batched.counts() == loop.counts()
@@ -167,6 +168,19 @@ def test_tuple_of_kinds_is_one_problem_call_with_the_rows_side_by_side():
     assert (o.calls["grad_g"], o.calls["hvp_cross"], o.samples["hvp_cross"]) == (3, 3, 3)
 
 
+def saba_both_ways(prob, hp, seed: int, steps: int) -> list:
+    """(counts, final state) of SABA with the batched oracles, then with one call per sample."""
+    out = []
+    for cls in (Oracles, LoopOracles):
+        gens = make_generators(seed)
+        o = cls(prob, gens["sampling"])
+        s = Saba().init(o, prob.x0.clone(), prob.y0.clone(), hp, gens["solver"])
+        for _ in range(steps):
+            s = Saba().step(s)
+        out.append((o.counts(), s))
+    return out
+
+
 @pytest.mark.parametrize("name,params", [("quadratic", {"noise": 0.5}), ("quadratic", {"construction": "benchopt"}),
                                          ("nonconvex-quadratic", {}), ("regularization-logistic", {})])
 def test_saba_iterates_and_counts_unchanged(name, params):
@@ -174,16 +188,7 @@ def test_saba_iterates_and_counts_unchanged(name, params):
     the batched oracles and with one call per sample: same x, y, v and tables to float64
     rounding, identical counters."""
     prob = build(name, **params)
-    hp = SabaHP(inner_lr=0.1, outer_lr=0.05, batch_size=5)
-    runs = []
-    for cls in (Oracles, LoopOracles):
-        gens = make_generators(3)
-        o = cls(prob, gens["sampling"])
-        s = Saba().init(o, prob.x0.clone(), prob.y0.clone(), hp, gens["solver"])
-        for _ in range(6):
-            s = Saba().step(s)
-        runs.append((o.counts(), s))
-    (c1, s1), (c2, s2) = runs
+    (c1, s1), (c2, s2) = saba_both_ways(prob, SabaHP(inner_lr=0.1, outer_lr=0.05, batch_size=5), 3, 6)
     assert c1 == c2 and c1["calls_hvp_cross"] == 30
     for field in ("x", "y", "v", "table_g", "mean_g", "table_f", "mean_f"):
         close(getattr(s1, field), getattr(s2, field))
@@ -195,16 +200,7 @@ def test_saba_trace_over_many_epochs_matches_one_sample_calls():
     16 outer samples: dozens of epochs, wrapped blocks included): the iterates stay within float64
     rounding of SABA on one-sample calls, so reordering the sums does not drift the trace."""
     prob = build("quadratic", construction="benchopt")
-    hp = SabaHP(inner_lr=0.2, outer_lr=0.1, batch_size=5)
-    states = []
-    for cls in (Oracles, LoopOracles):
-        gens = make_generators(7)
-        o = cls(prob, gens["sampling"])
-        s = Saba().init(o, prob.x0.clone(), prob.y0.clone(), hp, gens["solver"])
-        for _ in range(300):
-            s = Saba().step(s)
-        states.append(s)
-    a, b = states
+    (_, a), (_, b) = saba_both_ways(prob, SabaHP(inner_lr=0.2, outer_lr=0.1, batch_size=5), 7, 300)
     assert float((a.x - prob.x0).norm()) > 0.1                 # it moved
     for field in ("x", "y", "v"):
         torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=1e-9, atol=1e-11)
