@@ -2,7 +2,8 @@
 
     python benchmarks/vs_benchopt.py                          # the project's side only
     python benchmarks/vs_benchopt.py --benchopt ~/benchmark_bilevel --benchopt-python /tmp/bo/bin/python
-    python benchmarks/vs_benchopt.py --size 1000 --solvers saba,soba --seeds 0 --budget iters=5000,seconds=60
+    python benchmarks/vs_benchopt.py --size 300 --solvers saba,soba --seeds 0 --budget iters=5000,seconds=60
+    python benchmarks/vs_benchopt.py --dtype float32 ...      # the project's side in benchopt's dtype
 
 The project's side runs through the harness's runner (bench.spec.make_spec + bench.runner.execute,
 so the numbers are what `python -m bench run` records), one run at a time in this process, one
@@ -32,14 +33,19 @@ One `benchopt run` per solver (all seeds as random_state=[...], -j 1, --no-cache
 after the project's runs, one process at a time, with JAX's asynchronous dispatch switched off
 (jax.config.update('jax_cpu_enable_async_dispatch', False) before benchopt starts; otherwise its
 clock only measures dispatch: with it on, SABA's recorded step at p = d = 100 read 26 us instead
-of 5.8 ms here). JAX keeps its default threads and float32 (ours: float64, the problem's default);
+of 5.8 ms here). JAX keeps its default threads and float32 (ours: float64, the problem's default, or
+float32 with --dtype float32);
 random_state = our seed is a label only (different generators). benchopt evaluates every
 eval_freq = 128 steps (its default) and does not stop at the target: each of its runs uses the
 whole budget (iters -> --max-runs = ceil(iters / 128), seconds -> --timeout, wall clock with
 evaluations). Its iterations are stop_val * eval_freq; its peak RSS is the benchopt process's
 (os.wait4), one value per solver. It runs in a temporary folder (benchmark_bilevel caches its
 generated matrices under ./__cache__), so nothing is written into the checkout. Its dataset stores
-n dense matrices per term: at --size 1000 six (1024, 1000, 1000) float32 arrays, about 25 GB.
+n dense matrices per term: at --size 1000 six (1024, 1000, 1000) float32 arrays, about 25 GB. The
+construction itself needs p = d well below n: A is the mean of n = 1024 rank-one matrices, and from
+about p = d = 700 on our generator finds no instance with A and Hess Phi positive definite in its 20
+tries; such a --size is refused before any run. The p = d = 1000
+speed is measured on the quadratic suite's quad-1000 by benchmarks/step_levers.py.
 The parser reads the CSV of benchopt 1.10.0 (`--output x.csv`): columns solver_name,
 p_solver_random_state, p_solver_eval_freq, idx_rep, stop_val, time, objective_value
 (benchmark_bilevel's squared hypergradient norm).
@@ -67,7 +73,9 @@ sys.path.insert(0, str(ROOT))
 from bench import suites  # noqa: E402
 from bench.profiling import cpu_count, cpu_model  # noqa: E402
 from bench.runner import execute  # noqa: E402
+from bench.registry import load_problems  # noqa: E402
 from bench.spec import make_spec  # noqa: E402
+from problems.quadratic import QuadraticParams  # noqa: E402
 
 SOLVERS = ("saba", "srba", "soba")
 BENCHOPT_NAMES = {"saba": "SABA", "srba": "SRBA", "soba": "SOBA"}
@@ -79,6 +87,7 @@ TARGET = 1e-6                   # on grad_norm_sq (ours) and objective_value (be
 PER_DECADE = 40
 EVAL_FREQ = 128                 # benchopt's default evaluation interval (steps); not passed
 BUDGET_KEYS = ("iters", "seconds")
+DTYPE_CHOICES = ("float64", "float32")
 DEFAULT_BUDGET = "iters=20000,seconds=30"
 CHECKOUT_FILES = ("objective.py", "datasets/simulated.py", "solvers/saba.py", "solvers/srba.py", "solvers/soba.py")
 # benchopt's CLI in a Python whose JAX runs each computation inline (no asynchronous dispatch)
@@ -133,8 +142,8 @@ def parse_budget(text: str) -> dict:
 def parse_args(argv) -> argparse.Namespace:
     p = Parser(prog="vs_benchopt.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=100,
-                   help="p = d of the quadratic (100: the quadratic suite's quad-benchopt-100; 1000: the p = d = "
-                        "1000 variant, benchopt construction too; benchopt's side then needs about 25 GB); 1 to "
+                   help="p = d of the quadratic (100: the quadratic suite's quad-benchopt-100; sizes near n = 1024 "
+                        "have no positive definite instance of this construction and are refused); 1 to "
                         f"{N_SAMPLES}. Default 100.")
     p.add_argument("--solvers", default=",".join(SOLVERS),
                    help=f"comma-separated, from {', '.join(SOLVERS)}. Default all three.")
@@ -150,6 +159,9 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--benchopt-python", metavar="PATH", type=Path,
                    help="a Python interpreter with benchopt and jax installed (e.g. a throwaway venv); with "
                         "--benchopt, runs the benchopt side too")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float64",
+                   help="the project's dtype (default float64, the quadratic's; benchopt's side runs float32, "
+                        "its own)")
     p.add_argument("--csv", metavar="OUT", type=Path,
                    help=f"also write one row per run to OUT (columns: {', '.join(CSV_COLUMNS)})")
     args = p.parse_args(argv)
@@ -168,6 +180,11 @@ def parse_args(argv) -> argparse.Namespace:
     if any(s < 0 for s in args.seeds):
         bad_input(f"--seeds: {args.seeds!r} has a negative seed; valid: integers >= 0")
     args.budget = parse_budget(args.budget)
+    try:        # the instance exists (built once; the runs reuse it from the per-process cache)
+        load_problems()["quadratic"](QuadraticParams(**problem_params(args.size)))
+    except ValueError as exc:
+        bad_input(f"--size: no instance of the benchopt construction at p = d = {args.size} with n = {N_SAMPLES} "
+                  f"({exc}); A is the mean of n rank-one matrices: use a size well below n")
     if (args.benchopt is None) != (args.benchopt_python is None):
         given, missing = ("--benchopt", "--benchopt-python") if args.benchopt else ("--benchopt-python", "--benchopt")
         bad_input(f"{missing}: missing; the benchopt side needs both {given} and {missing}")
@@ -190,11 +207,12 @@ def first_hit(k, time, value) -> tuple[float | None, int | None]:
     return None, None
 
 
-def project_runs(solver: str, size: int, seeds: list[int], budget: dict) -> list[dict]:
+def project_runs(solver: str, size: int, seeds: list[int], budget: dict, dtype: str = "float64") -> list[dict]:
     runs = []
     for seed in seeds:
         spec = make_spec("quadratic", solver, problem_params=problem_params(size), solver_params=solver_params(solver),
-                         seed=seed, budget={**budget, "target": f"grad_norm_sq<={TARGET:g}", "per_decade": PER_DECADE})
+                         seed=seed, budget={**budget, "target": f"grad_norm_sq<={TARGET:g}", "per_decade": PER_DECADE},
+                         dtype=dtype)
         result = execute(spec, threads=1)
         table = result.table
         if table.empty:
@@ -351,13 +369,14 @@ def main(argv=None) -> dict:
           f"torch {torch.__version__}, 1 torch thread per run" + (f"; {bo_versions}" if with_benchopt else ""))
     print(f"load average (1, 5, 15 min) before: {loadavg()}")
     print(f"problem: quadratic, construction=benchopt, p = d = {args.size}, n = {N_SAMPLES}, instance seed "
-          f"{INSTANCE_SEED}; seeds {','.join(map(str, args.seeds))} (best shown); {PER_DECADE} checkpoints per "
+          f"{INSTANCE_SEED}; {args.dtype} here, float32 in benchopt; seeds {','.join(map(str, args.seeds))} "
+          f"(best shown); {PER_DECADE} checkpoints per "
           f"decade; budget {', '.join(f'{k}={v:g}' for k, v in args.budget.items())}")
     for s in args.solvers:
         print(f"  {s}: " + ", ".join(f"{k}={v:g}" for k, v in solver_params(s).items()))
     print("Timings are only comparable within one invocation (same machine, same moment).", flush=True)
 
-    runs = {s: project_runs(s, args.size, args.seeds, args.budget) for s in args.solvers}
+    runs = {s: project_runs(s, args.size, args.seeds, args.budget, args.dtype) for s in args.solvers}
     bo_runs, failure = None, ""
     if with_benchopt:
         bo_runs = {}

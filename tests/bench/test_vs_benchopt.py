@@ -203,3 +203,26 @@ def test_a_failed_benchopt_run_keeps_the_projects_table(tmp_path, capsys):
     assert result["failure"] == "benchopt run for soba failed (exit 3): jaxlib: boom"
     assert result["header"] == HEADER and result["benchopt"] is None
     assert "benchopt side: failed: benchopt run for soba failed (exit 3)" in capsys.readouterr().out
+
+
+def test_a_size_without_an_instance_is_bad_input(monkeypatch, capsys):
+    """A size whose benchopt-construction instance cannot be built is refused before any run."""
+    class NoInstance:
+        def __init__(self, params):
+            raise ValueError("could not draw an instance with a positive definite A and Hess Phi in 20 tries")
+    monkeypatch.setattr(vs, "load_problems", lambda: {"quadratic": NoInstance})
+    monkeypatch.setattr(vs, "project_runs", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(SystemExit) as exc:
+        vs.main(["--size", "900"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vs_benchopt.py: --size: no instance") and "900" in err
+
+
+def test_dtype_reaches_the_project_runs(monkeypatch, capsys):
+    """--dtype float32 builds the project's runs in float32 (benchopt's dtype) and says so."""
+    seen = []
+    real = vs.make_spec
+    monkeypatch.setattr(vs, "make_spec", lambda *a, **k: seen.append(k["dtype"]) or real(*a, **k))
+    vs.main(["--size", "10", "--seeds", "0", "--solvers", "soba", "--budget", "iters=20", "--dtype", "float32"])
+    assert seen == ["float32"] and "float32 here, float32 in benchopt" in capsys.readouterr().out
