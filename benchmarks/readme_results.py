@@ -25,6 +25,9 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 C_START, C_END = "<!-- complexity:start -->", "<!-- complexity:end -->"
 V_START, V_END = "<!-- vs-benchopt:start -->", "<!-- vs-benchopt:end -->"
 VS_OUT = ROOT / "benchmarks" / "vs_benchopt.out.txt"
+F_START, F_END = "<!-- vs-benchopt-float32:start -->", "<!-- vs-benchopt-float32:end -->"
+VS32_OUT = ROOT / "benchmarks" / "vs_benchopt_float32.out.txt"
+GOAL = 0.03                     # issue 15: per step and time to 1e-6 at most 0.03x benchopt's
 R_START, R_END = "<!-- ray:start -->", "<!-- ray:end -->"
 RAY_OUT = ROOT / "benchmarks" / "ray_speedup.out.txt"
 L_START, L_END = "<!-- levers:start -->", "<!-- levers:end -->"
@@ -168,6 +171,36 @@ def render_output(path: Path) -> str:
     return "\n".join([f"{head} Output: `{path.relative_to(ROOT)}`.", "", *(f"- {ln}" for ln in text), "", *table])
 
 
+def seconds(cell: str) -> float:
+    """The time at the start of a table cell ("173 us", "5.00 ms", "0.40 s (1585 it)"); NaN if none."""
+    parts = cell.split()
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+    if len(parts) < 2 or parts[1] not in units:
+        return math.nan
+    return float(parts[0]) * units[parts[1]]
+
+
+def goal_line(path: Path) -> str:
+    """Issue 15's verdict from a vs_benchopt output: which solvers take at most GOAL x benchopt's time
+    per step and to 1e-6, from the times themselves (the table's ratios are rounded)."""
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in path.read_text().splitlines()
+            if ln.startswith("| ") and not ln.startswith("| solver")]
+    parts = []
+    for label, here, there in (("per step", 4, 5), ("time to 1e-6", 1, 2)):
+        ratios = [(r[0], seconds(r[here]) / seconds(r[there])) for r in rows]
+        ratios = [(name, q) for name, q in ratios if math.isfinite(q)]
+        met = [f"{name} ({q:.3f}x)" for name, q in ratios if q <= GOAL]
+        missed = [f"{name} ({q:.3f}x)" for name, q in ratios if q > GOAL]
+        parts.append(f"{label}, met by {', '.join(met) or 'none'}; not met by {', '.join(missed) or 'none'}")
+    return f"Goal {GOAL:g}x (unrounded ratios): " + "; ".join(parts) + "."
+
+
+def render_vs(path: Path) -> str:
+    """A vs_benchopt output's block with issue 15's verdict under its table."""
+    text = render_output(path)
+    return text if not path.is_file() else f"{text}\n\n{goal_line(path)}"
+
+
 def render_full(path: Path) -> str:
     """A block from a benchmark's committed output with several tables (benchmarks/step_levers.py,
     run_cost.py): its generated-by line, then every other line as written, the machine, settings
@@ -216,7 +249,8 @@ def main(argv=None) -> int:
     path = ROOT / "README.md"
     readme = path.read_text()
     blocks = [(render(), START, END), (render_complexity(), C_START, C_END),
-              (render_output(VS_OUT), V_START, V_END), (render_output(RAY_OUT), R_START, R_END),
+              (render_vs(VS_OUT), V_START, V_END), (render_vs(VS32_OUT), F_START, F_END),
+              (render_output(RAY_OUT), R_START, R_END),
               (render_full(LEVERS_OUT), L_START, L_END), (render_full(COST_OUT), K_START, K_END)]
     if args.check:
         stale = any(block(readme, a, b) != text for text, a, b in blocks)
