@@ -10,12 +10,13 @@ on a throwaway copy (fresh oracles and generators) before the clock starts, so t
 count nor change the trace; one more step of that copy is profiled for the deterministic memory
 columns ``state_mib`` and ``step_peak_mib`` (bench/memory.py; written on every row of the run,
 the profiled step's index and wall time in meta.json's ``memory_probe``). Metric evaluation,
-divergence checks at checkpoints and memory sampling happen with the clock stopped; memory peaks (bench/profiling.py) are sampled before
-the metrics and restarted after them, so they cover init and steps only. PSS / USS (smaps_rollup,
-milliseconds per read: it walks the page tables) are read once per decade of iterations (k = 0,
-1, 10, 100, ...) and at the last checkpoint, and carry the last read between (reading them at
-every checkpoint cost the smoke suite a third of its run phase: benchmarks/run_cost.py). On CUDA the clock is
-synchronized at checkpoints only (the seconds budget reads it unsynchronized after each step).
+divergence checks at checkpoints and memory sampling happen with the clock stopped; memory peaks
+(bench/profiling.py) are sampled before the metrics and restarted after them, so they cover init
+and steps only. PSS / USS (smaps_rollup, milliseconds per read: it walks the page tables) are
+read once per decade of iterations (k = 0, 1, 10, 100, ...) and at the last checkpoint, and carry
+the last read between (reading them at every checkpoint cost the smoke suite a third of its run
+phase: benchmarks/run_cost.py). On CUDA the clock is synchronized at checkpoints only (the
+seconds budget reads it unsynchronized after each step).
 
 Divergence: a checkpoint whose metrics or iterates are not finite, or whose main metric
 exceeds ``EXPLODE`` times max(1, |its value at k = 0|), ends the run as ``diverged``; the

@@ -40,7 +40,8 @@ Optional batched per-sample oracle (SAGA-type tables), the signature of
 the name of an oracle piece, returns one row per sample of idx (row r = the piece on that
 sample alone); kind may also be a tuple of pieces on the same samples (all inner, or
 ``("grad_f",)``): then one tensor, the rows of each piece (each item of a pair) side by side,
-so that the problem forms shared products once (a problem writing per_sample handles both); used only for the kinds that no subclass below the class defining per_sample
+so that the problem forms shared products once (a problem writing per_sample handles both).
+The harness uses it only for the kinds that no subclass below the class defining per_sample
 redefines (nor the objective they differentiate), otherwise the harness vmaps the one-sample
 piece over the samples, or calls it once per sample where ``vmap_over_samples = False`` (the
 problem's oracles cannot be traced by torch.func.vmap over a sample index, e.g. code written
