@@ -16,7 +16,8 @@ Init: the tables are filled by a full pass at (x0, y0, v0 = 0): n_inner per-samp
 and n_outer per-sample grad_f calls; the H v and J v tables are exactly 0 at v0 = 0 and need
 no call. Cost per step: |I| grad_g + |I| hvp_cross + |J| grad_f calls of one sample each
 (per-sample values are needed for the tables; same samples as SOBA's step), computed as one
-batched ``Oracles.per_sample`` call per kind (counted as the one-sample calls).
+batched ``Oracles.per_sample`` call per table: (grad_g, hvp_cross) for the inner rows, grad_f
+for the outer ones (counted as the one-sample calls of each kind).
 Defaults: inner_lr = 0.1, outer_lr = 0.01, batch_size = 64 are ours (as for SOBA); the paper
 grid-searches the steps. The running means are updated incrementally (no re-summation).
 Implementation: the step overwrites the refreshed rows of its input state's tables in place
