@@ -25,7 +25,9 @@ With --compile (the default), the last lever's child at p = d = 100 (first round
 ``torch.compile(solver.step)``: the first call's time (tracing and compiling) and the step time
 after it, and the number of steps a run would need before the compile time is paid back; and it
 measures what bounds the eager step: the torch calls per step (torch.profiler's top-level events), the cost
-of one trivial call, and the step with cache-hot data (the same blocks every step).
+of one trivial call, and the step with cache-hot data (the same blocks every step); and the levers
+that got no commit, by microbenchmarks: writing into a preallocated buffer or in place against
+allocating, and the counted oracle wrapper against calling the problem directly.
 """
 from __future__ import annotations
 
@@ -89,7 +91,7 @@ def timed(step, s):
     return s, min(chunks)
 
 
-out = {"build_s": build, "steps": {}, "x": {}, "compile": {}, "bound": {}}
+out = {"build_s": build, "steps": {}, "x": {}, "compile": {}, "bound": {}, "micro": {}}
 for name in SOLVERS:
     solver = load_solvers()[name]()
     s = start(solver, name)
@@ -130,6 +132,32 @@ for name in SOLVERS:
             s = step(s)
         s, per = timed(step, s)
         out["compile"][name] = {"first_s": first, "step_s": per}
+
+
+def per_call(fn, n=20000):
+    for _ in range(200):
+        fn()
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+if compile_:                # the other levers' microbenchmarks: buffers, in-place, the counted wrapper
+    rows = torch.randn(64, 3 * size, dtype=prob.dtype)
+    col, buf = torch.randn(64, 1, dtype=prob.dtype), torch.empty(64, 3 * size, dtype=prob.dtype)
+    o = Oracles(prob, make_generators(0)["sampling"])
+    x, y, v = prob.x0.clone(), prob.y0.clone() + 1, prob.y0.clone() + 0.5
+    block, kinds = slice(64, 128), ("grad_g", "hvp_cross")
+    out["micro"] = {"allocating": per_call(lambda: torch.mul(rows, col)),
+                    "into a preallocated buffer (out=)": per_call(lambda: torch.mul(rows, col, out=buf)),
+                    "in place": per_call(lambda: buf.mul_(col)),
+                    "SABA inner rows, counted oracle": per_call(lambda: o.per_sample(kinds, x, y, block, v=v), 5000),
+                    "SABA inner rows, the problem directly": per_call(
+                        lambda: prob.per_sample(kinds, x, y, block, v=v), 5000)}
 print(json.dumps(out))
 '''
 
@@ -190,12 +218,24 @@ def bound_table(bound: dict, eager: dict, size: int) -> list[str]:
     return lines
 
 
+def micro_table(micro: dict, size: int) -> list[str]:
+    """The microbenchmarks of the levers that got no commit: output buffers, in-place, the wrapper."""
+    lines = ["", f"Levers measured by microbenchmarks at the last lever, p = d = {size} (the same child; one "
+             f"call, least of 3 repetitions): scaling the rows of a (64, {3 * size}) float64 table by a column "
+             "(torch.mul) three ways, and SABA's inner per-sample rows (grad_g, hvp_cross) of one block through "
+             "the counted oracles and straight from the problem:", "",
+             "| call | time |", "|---|---|"]
+    lines += [f"| {label} | {seconds * 1e6:.2f} us |" for label, seconds in micro.items()]
+    return lines
+
+
 def measure(trees: list[Path], size: int, args) -> list[str]:
     """Rounds of one child per lever at this size; the tables."""
     best: list[dict] = [{} for _ in LEVERS]
     xs: list[dict] = [{} for _ in LEVERS]
     comp: dict = {}
     bound: dict = {}
+    micro: dict = {}
     for r in range(args.rounds):
         for k, tree in enumerate(trees):
             last = args.compile and size == 100 and k == len(trees) - 1 and r == 0
@@ -204,12 +244,12 @@ def measure(trees: list[Path], size: int, args) -> list[str]:
                 best[k][name] = min(t, best[k].get(name, float("inf")))
             xs[k] = res["x"]
             if res["compile"]:
-                comp, bound = res["compile"], res["bound"]
+                comp, bound, micro = res["compile"], res["bound"], res["micro"]
             print(f"size {size} round {r + 1}/{args.rounds} {LEVERS[k][0]}: "
                   + ", ".join(f"{n} {us(t)}" for n, t in res["steps"].items()), file=sys.stderr)
     lines = lever_table(size, args.refs, best, xs)
     if comp:
-        lines += compile_table(comp, best[-1]) + bound_table(bound, best[-1], size)
+        lines += compile_table(comp, best[-1]) + bound_table(bound, best[-1], size) + micro_table(micro, size)
     return lines
 
 
