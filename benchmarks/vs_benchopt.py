@@ -4,6 +4,7 @@
     python benchmarks/vs_benchopt.py --benchopt ~/benchmark_bilevel --benchopt-python /tmp/bo/bin/python
     python benchmarks/vs_benchopt.py --size 300 --solvers saba,soba --seeds 0 --budget iters=5000,seconds=60
     python benchmarks/vs_benchopt.py --dtype float32 ...      # the project's side in benchopt's dtype
+    python benchmarks/vs_benchopt.py ... --output benchmarks/vs_benchopt.out.txt   # the committed output
 
 The project's side runs through the harness's runner (bench.spec.make_spec + bench.runner.execute,
 so the numbers are what `python -m bench run` records), one run at a time in this process, one
