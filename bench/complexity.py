@@ -44,7 +44,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -61,6 +61,7 @@ FAMILY_KEYS = ("label", "params", "levels", "full_levels", "fit")
 SOLVER_KEYS = ("label", "name", "params", "constants", "scaling", "grid", "families", "theory")
 GROWTH = 2.5             # the steepest local slope the first cap of a level allows
 BOOT = 2000
+PROBLEM = "hard-chain"          # the one problem of every family (its params and level vary)
 RUN_COLUMNS = ("family", "kind", "solver", "level", "eps", "floor", "stage", "variant", "offsets", "params",
                "seeds", "hits", "median", "q25", "q75", "cap", "chosen", "edge")
 SLOPE_COLUMNS = ("family", "solver", "variant", "theory", "slope", "ci_low", "ci_high", "fit_from",
@@ -149,7 +150,7 @@ def load(name: str, scale: str = "cpu") -> Plan:
             raise InputError(f"{w}.fit: expected [first level, last level] with first < last, got {fw!r}")
         params = suites._table(f.get("params", {}), f"{w}.params")
         for k in lv:                                    # every level must build
-            make_spec("hard-chain", "soba", problem_params={**params, "level": k}, budget={"iters": 1},
+            make_spec(PROBLEM, "soba", problem_params={**params, "level": k}, budget={"iters": 1},
                       where=f"{w}.params")
         families.append(Family(label, params, sorted(lv), (fw[0], fw[1])))
     if not families:
@@ -182,7 +183,7 @@ def load(name: str, scale: str = "cpu") -> Plan:
         for fam in families:                            # the extreme configurations must build
             for k in (fam.levels[0], fam.levels[-1]):
                 for off in (-3, 3):
-                    make_spec("hard-chain", entry.name, problem_params={**fam.params, "level": k},
+                    make_spec(PROBLEM, entry.name, problem_params={**fam.params, "level": k},
                               solver_params=values(entry, {g: off for g in grid}, _ratio(fam, k)),
                               budget={"iters": 1}, where=w)
         solvers.append(entry)
@@ -264,7 +265,7 @@ class Track:
         params = values(s, dict(zip(self.grid, offsets)), _ratio(fam, level))
         budget = Budget(samples=cap, target_metric="grad_norm_sq", target_value=eps,
                         per_decade=self.plan.per_decade)
-        specs = [make_spec("hard-chain", s.name, problem_params={**fam.params, "level": level},
+        specs = [make_spec(PROBLEM, s.name, problem_params={**fam.params, "level": level},
                            solver_params=params, seed=seed, budget=budget, suite=self.plan.name,
                            problem_label=f"{fam.label}-k{level}", solver_label=s.label,
                            where=f"suite {self.plan.name}.{fam.label}/{s.label}")
@@ -497,7 +498,7 @@ def leaderboard(runs: pd.DataFrame, slopes: pd.DataFrame) -> pd.DataFrame:
     chosen = runs[(runs.stage == 2) & (runs.variant == "tuned")]
     rows = []
     for (family, solver), group in slopes.groupby(["family", "solver"], sort=False):
-        row = {"problem": family, "solver": solver, "problem_name": "hard-chain",
+        row = {"problem": family, "solver": solver, "problem_name": PROBLEM,
                "kind": runs.loc[runs.family == family, "kind"].iloc[0], "main_metric": "grad_norm_sq",
                "theory": group.theory.iloc[0]}
         for r in group.itertuples():

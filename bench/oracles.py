@@ -145,6 +145,7 @@ class Oracles:
             setattr(self, "_" + kind, getattr(problem, kind))
         self._analytic_rows = {kind: _trusted_per_sample(type(problem), kind) for kind in PER_SAMPLE_KINDS}
         self._vmap_rows = bool(problem.vmap_over_samples)        # else one call per sample
+        self._row_plans: dict = {}          # per_sample kind -> _row_plan(kind), checked once
 
     # ------------------------------------------------------------------ sampling
     def sample_inner(self, batch_size: int) -> Index:
@@ -228,14 +229,13 @@ class Oracles:
         side in that order, counted as each piece is; a problem's analytic per_sample forms them
         in one call (SABA's tables).
         """
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        bad = [k for k in kinds if k not in PER_SAMPLE_KINDS]
-        if bad or not kinds:
-            raise ValueError(f"kind must be one of {', '.join(PER_SAMPLE_KINDS)} or a tuple of them, "
-                             f"got {bad[0] if bad else kind!r}")
-        outer = kinds[0] == "grad_f"
-        if any((k == "grad_f") != outer for k in kinds):
-            raise ValueError(f"kind {kind!r} mixes grad_f (outer samples) with inner pieces")
+        try:
+            plan = self._row_plans.get(kind)
+        except TypeError:                   # unhashable, hence not a kind: _row_plan says why
+            plan = self._row_plan(kind)
+        if plan is None:
+            plan = self._row_plans[kind] = self._row_plan(kind)
+        kinds, outer, analytic = plan
         if x.dim() != 1:
             raise ValueError("per_sample takes one point (1-D x and y)")
         n = self.n_outer if outer else self.n_inner
@@ -245,13 +245,26 @@ class Oracles:
         for k in kinds:
             self.calls[COUNTED_AS[k]] += m
             self.samples[COUNTED_AS[k]] += m
-        if all(self._analytic_rows[k] for k in kinds):
+        if analytic:
             return self.problem.per_sample(kind, x, y, idx, v=v)
         if not isinstance(kind, tuple):
             return self._generic_rows(kind, x, y, idx, v, n)
         outs = [self.problem.per_sample(k, x, y, idx, v=v) if self._analytic_rows[k]
                 else self._generic_rows(k, x, y, idx, v, n) for k in kinds]
         return torch.cat([t for out in outs for t in (out if isinstance(out, tuple) else (out,))], 1)
+
+    def _row_plan(self, kind) -> tuple:
+        """(its pieces, whether they are grad_f's outer samples, whether the problem forms them all)
+        for a valid per_sample kind; ValueError naming the problem otherwise."""
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        bad = [k for k in kinds if not isinstance(k, str) or k not in PER_SAMPLE_KINDS]
+        if bad or not kinds:
+            raise ValueError(f"kind must be one of {', '.join(PER_SAMPLE_KINDS)} or a tuple of them, "
+                             f"got {bad[0] if bad else kind!r}")
+        outer = kinds[0] == "grad_f"
+        if any((k == "grad_f") != outer for k in kinds):
+            raise ValueError(f"kind {kind!r} mixes grad_f (outer samples) with inner pieces")
+        return kinds, outer, all(self._analytic_rows[k] for k in kinds)
 
     def _generic_rows(self, kind: str, x, y, idx: Index, v, n: int):
         """The rows of one piece by vmap of its one-sample call, or one call per sample. Not counted."""

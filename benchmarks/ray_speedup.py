@@ -18,14 +18,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from shared import load  # noqa: E402
 SOLVERS = ("aid-cg,aid-ns,itd,amigo,stocbio,bsa,soba,srba,ttsa,fsla,esj,esj-s,hozog,mrbo,vrbo,sustain,penalty,"
            "bome,f2sa")
 COMMAND = ["-m", "bench", "run", "--suite", "quadratic", "--problem", "quad-benchopt-100", "--seeds", "0,1",
            "--solver", SOLVERS, "--budget", "samples=1000000", "--quiet"]
-
-
-def load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def timed(executor: str, jobs: int) -> tuple[float, str, str]:

@@ -162,13 +162,21 @@ def render_output(path: Path) -> str:
     """A block from a benchmark's committed output (benchmarks/vs_benchopt.py, ray_speedup.py): its
     generated-by line, then its machine, command, settings and load-average lines, then its table."""
     if not path.is_file():
-        return f"No run is committed yet (`python benchmarks/{path.name.replace('.out.txt', '.py')}`)."
+        return _missing(path)
     lines = path.read_text().splitlines()
-    head = lines[0].lstrip("# ").replace(" Do not edit: rerun the script.", "")
     keep = [ln for ln in lines[1:] if ln.startswith(("machine:", "command:", "load average", "problem:", "|"))]
     table = [ln for ln in keep if ln.startswith("|")]
     text = [ln for ln in keep if not ln.startswith("|")]
-    return "\n".join([f"{head} Output: `{path.relative_to(ROOT)}`.", "", *(f"- {ln}" for ln in text), "", *table])
+    return "\n".join([_head(path, lines[0]), "", *(f"- {ln}" for ln in text), "", *table])
+
+
+def _missing(path: Path) -> str:
+    return f"No run is committed yet (`python benchmarks/{path.name.replace('.out.txt', '.py')}`)."
+
+
+def _head(path: Path, first: str) -> str:
+    """An output's generated-by line for the README, naming the output file."""
+    return f"{first.lstrip('# ').replace(' Do not edit: rerun the script.', '')} Output: `{path.relative_to(ROOT)}`."
 
 
 def seconds(cell: str) -> float:
@@ -206,11 +214,10 @@ def render_full(path: Path) -> str:
     run_cost.py): its generated-by line, then every other line as written, the machine, settings
     and load-average lines as a list."""
     if not path.is_file():
-        return f"No run is committed yet (`python benchmarks/{path.name.replace('.out.txt', '.py')}`)."
+        return _missing(path)
     lines = path.read_text().splitlines()
-    head = lines[0].lstrip("# ").replace(" Do not edit: rerun the script.", "")
     body = [f"- {ln}" if ln.startswith(("machine:", "load average", "settings:")) else ln for ln in lines[1:]]
-    return "\n".join([f"{head} Output: `{path.relative_to(ROOT)}`.", "", *body]).strip("\n")
+    return "\n".join([_head(path, lines[0]), "", *body]).strip("\n")
 
 
 def _tuning(board: pd.DataFrame) -> str:

@@ -265,16 +265,10 @@ class Quadratic(Problem):
             return torch.cat(outs, 1)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    @staticmethod
-    def _rank_one_rows(o: dict, kinds: tuple, x, y, v, idx: Index) -> list:
+    def _rank_one_rows(self, o: dict, kinds: tuple, x, y, v, idx: Index) -> list:
         """The rows of each kind (pairs as two entries), for an objective with per-sample parts."""
-        if isinstance(idx, slice) and idx.step in (None, 1):
-            start, stop, _ = idx.indices(o["LY"].shape[0])
-            ys, xs = o["Y"][2 * start:2 * stop], o["X"][2 * start:2 * stop]     # views
-            ly, lx = o["LY"][start:stop], o["LX"][start:stop]
-        else:
-            ys, xs = (take(o[k + "3"], idx).flatten(0, 1) for k in "YX")        # gathers
-            ly, lx = take(o["LY"], idx), take(o["LX"], idx)
+        ys, xs, block = self._rows(o, idx)
+        ly, lx = (take(o[k], idx) if block is None else o[k][block[0]:block[1]] for k in ("LY", "LX"))
         alpha, w = ys.view(-1, 2, ys.shape[1]).unbind(1)
         kappa, u = xs.view(-1, 2, xs.shape[1]).unbind(1)
         dense, outs = o["H0b"], []
